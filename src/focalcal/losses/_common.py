@@ -1,0 +1,172 @@
+"""What every loss shares: input checks and `torch.nn.CrossEntropyLoss`-style reduction.
+
+A loss computes one value per element, shape ``(N, d1, ...)``, zero where the target is
+``ignore_index``; :func:`reduce_loss` applies each target's class weight and reduces exactly as
+``CrossEntropyLoss`` does (``mean`` divides by the summed weights of the non-ignored targets).
+
+The checks cost almost nothing on the hot path and never synchronise with an accelerator:
+- target range: ``F.nll_loss`` checks it anyway (an ``IndexError`` on the CPU, turned into our
+  ``ValueError`` here; a device-side assertion on CUDA); losses that do not call it use
+  :func:`check_target`;
+- NaN: the summed loss is read once (free on the CPU; an asynchronous assertion on CUDA), and
+  only when it is NaN are the inputs inspected to say why.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+Reduction = Literal["mean", "sum", "none"]
+REDUCTIONS: tuple[str, ...] = ("mean", "sum", "none")
+
+
+def check_reduction(reduction: str) -> None:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+
+
+def check_gamma(gamma: float, name: str = "gamma") -> None:
+    if not (gamma >= 0.0 and gamma != float("inf")):  # also refuses NaN
+        raise ValueError(f"{name} must be a finite float >= 0, got {gamma!r}")
+
+
+def check_inputs(
+    logits: Tensor, target: Tensor, weight: Tensor | None, reduction: str
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Check shapes, dtypes and devices; return ``(logits, target, weight)`` ready to compute.
+
+    Half-precision logits are computed in float32, as autocast does for losses; targets become
+    int64; the weight takes the logits' dtype.
+    """
+    if not isinstance(logits, Tensor) or not logits.is_floating_point():
+        got = logits.dtype if isinstance(logits, Tensor) else type(logits).__name__
+        raise ValueError(f"logits must be a floating-point tensor, got {got}")
+    if not isinstance(target, Tensor):
+        raise ValueError(f"target must be a tensor of class indices, got {type(target).__name__}")
+    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+        raise ValueError(
+            f"target must hold class indices (an integer dtype), got {target.dtype}; "
+            "probability targets are not supported"
+        )
+    if logits.dim() < 2:
+        raise ValueError(
+            f"logits must have shape (N, C) or (N, C, d1, ...), got {tuple(logits.shape)}"
+        )
+    expected = (logits.shape[0], *logits.shape[2:])
+    if tuple(target.shape) != expected:
+        raise ValueError(
+            f"target shape {tuple(target.shape)} does not match logits shape "
+            f"{tuple(logits.shape)}: expected {expected}"
+        )
+    if target.device != logits.device:
+        raise ValueError(f"target is on {target.device} but logits are on {logits.device}")
+    check_reduction(reduction)
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    if weight is not None:
+        num_classes = logits.shape[1]
+        if not isinstance(weight, Tensor) or weight.shape != (num_classes,):
+            shape = tuple(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__
+            raise ValueError(f"weight must be a tensor of shape ({num_classes},), got {shape}")
+        if weight.device != logits.device:
+            raise ValueError(f"weight is on {weight.device} but logits are on {logits.device}")
+        weight = weight.to(logits.dtype)
+    return logits, target.long(), weight
+
+
+def nll(log_probs: Tensor, target: Tensor, ignore_index: int) -> Tensor:
+    """``-log p_t`` per element, ``(N, d1, ...)``, exactly 0 where ``target == ignore_index``."""
+    try:
+        return F.nll_loss(log_probs, target, ignore_index=ignore_index, reduction="none")
+    except IndexError as error:  # torch's range check on the CPU
+        raise ValueError(_bad_target_message(target, log_probs.shape[1], ignore_index)) from error
+
+
+def cross_entropy_values(
+    logits: Tensor, target: Tensor, weight: Tensor | None, ignore_index: int, smoothing: float
+) -> Tensor:
+    """``F.cross_entropy(..., reduction="none")``: weighted, 0 at ignored targets."""
+    try:
+        return F.cross_entropy(
+            logits, target, weight, ignore_index=ignore_index, reduction="none",
+            label_smoothing=smoothing,
+        )  # fmt: skip
+    except IndexError as error:
+        raise ValueError(_bad_target_message(target, logits.shape[1], ignore_index)) from error
+
+
+def check_target(target: Tensor, num_classes: int, ignore_index: int) -> None:
+    """Every target in ``[0, num_classes)`` or equal to ``ignore_index``."""
+    if target.device.type == "cuda":
+        in_range = (target >= 0) & (target < num_classes) | (target == ignore_index)
+        torch._assert_async(in_range.all(), "target holds a class index out of range")
+    elif target.numel():
+        low, high = torch.aminmax(target)
+        if int(low) < 0 or int(high) >= num_classes:
+            bad = (target < 0) | (target >= num_classes)
+            if (bad & (target != ignore_index)).any():
+                raise ValueError(_bad_target_message(target, num_classes, ignore_index))
+
+
+def _bad_target_message(target: Tensor, num_classes: int, ignore_index: int) -> str:
+    values = target[((target < 0) | (target >= num_classes)) & (target != ignore_index)]
+    return (
+        f"target holds {values.numel()} class index(es) outside [0, {num_classes}) "
+        f"(min {int(values.min())}, max {int(values.max())}); "
+        f"only ignore_index={ignore_index} may lie outside"
+    )
+
+
+def target_weights(target: Tensor, weight: Tensor, ignore_index: int) -> Tensor:
+    """The class weight of each target, 0 where the target is ignored."""
+    valid = target != ignore_index
+    return torch.where(valid, weight.take(torch.where(valid, target, 0)), 0.0)
+
+
+def reduce_loss(
+    values: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    ignore_index: int,
+    reduction: str,
+    logits: Tensor,
+    weighted: bool = False,
+) -> Tensor:
+    """Weight (unless ``weighted`` says it is done) and reduce per-element values that are 0 at
+    ignored targets, like ``CrossEntropyLoss``. A NaN at a non-ignored target is an error."""
+    weights = None if weight is None else target_weights(target, weight, ignore_index)
+    if weights is not None and not weighted:
+        values = values * weights
+    total = values.sum()
+    _check_not_nan(total, logits, target, weight, ignore_index)
+    if reduction == "none":
+        return values
+    if reduction == "sum":
+        return total
+    if weights is None:
+        return total / (target != ignore_index).sum(dtype=total.dtype)
+    return total / weights.sum()
+
+
+def _check_not_nan(
+    total: Tensor, logits: Tensor, target: Tensor, weight: Tensor | None, ignore_index: int
+) -> None:
+    # Every loss is >= 0 per element, so the sum is NaN exactly when one element is.
+    if total.device.type == "cuda":
+        message = "the loss is NaN: logits hold NaN or +inf, or weight holds NaN"
+        torch._assert_async(~total.isnan(), message)
+    elif math.isnan(total.detach()):
+        if weight is not None and weight.isnan().any():
+            raise ValueError("weight holds NaN")
+        kept = logits.movedim(1, -1)[target != ignore_index]
+        counts = [int(kept.isnan().sum()), int((kept == math.inf).sum())]
+        counts.append(int((kept == -math.inf).sum()))
+        raise ValueError(
+            "the loss is NaN: logits hold non-finite values at non-ignored targets "
+            "(NaN: {}, +inf: {}, -inf: {})".format(*counts)
+        )
