@@ -1,0 +1,171 @@
+"""Forward + backward time of every focalcal loss as a ratio to torch's cross-entropy.
+
+    python benchmarks/bench_losses.py            # all sizes, CPU
+    python benchmarks/bench_losses.py --device cuda --sync-debug
+
+Every loss is timed side by side in one process, with torch's default thread count, in rounds
+that visit the losses in a shuffled order; a round times a loop of calls lasting about
+``--min-time`` seconds per loss. A loss's ratio is the median over rounds of its time divided
+by cross-entropy's time in the same round: a shared machine's speed drifts over seconds, and
+pairing within a round cancels the drift. The goals of
+issue 2 are checked at the end; the exit status is 1 if one is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import random
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+from focalcal.losses import build_loss
+
+SIZES = {"128x10": (128, 10), "128x100": (128, 100), "1024x1000": (1024, 1000)}
+SIZES["8x21x64x64"] = (8, 21, 64, 64)  # segmentation-shaped
+NAMES = [
+    "ce",
+    "fl-3",
+    "flsd-53",
+    "flsd-532",
+    "flsc-531",
+    "brier",
+    "ls-0.05",
+    "mmce",
+    "mmce-weighted",
+]
+
+
+PAPER_GAMMAS = {0.2: 5.0, 0.5: 3.0}  # the paper's code: γ by the first threshold above p_t
+
+
+def paper_style_flsd53(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """FLSD-53 as the paper's code computes it: a Python loop over the samples reads each p_t
+    with ``.item()`` and looks its γ up in a dict; the list then becomes a tensor."""
+    if logits.dim() > 2:
+        logits = logits.flatten(2).transpose(1, 2).reshape(-1, logits.shape[1])
+    log_pt = F.log_softmax(logits, dim=1).gather(1, target.reshape(-1, 1)).view(-1)
+    pt = log_pt.exp()
+    gammas = []
+    for i in range(pt.shape[0]):
+        p = pt[i].item()
+        if p >= 0.5:
+            gammas.append(3.0)
+            continue
+        for threshold in sorted(PAPER_GAMMAS):
+            if p < threshold:
+                gammas.append(PAPER_GAMMAS[threshold])
+                break
+    gamma = torch.tensor(gammas).to(logits.device)
+    return (-((1 - pt) ** gamma) * log_pt).mean()
+
+
+BASELINE = "torch cross_entropy"
+
+
+def candidates() -> dict[str, object]:
+    losses: dict[str, object] = {BASELINE: F.cross_entropy}
+    losses.update({f"focalcal {name}": build_loss(name) for name in NAMES})
+    losses["paper-style loop FLSD-53"] = paper_style_flsd53
+    return losses
+
+
+def time_all(shape, device, rounds, min_time):
+    """Seconds per forward + backward of every candidate, one value per round."""
+    g = torch.Generator().manual_seed(0)
+    logits = (2 * torch.randn(shape, generator=g)).to(device).requires_grad_()
+    n, c, *rest = shape
+    target = torch.randint(c, (n, *rest), generator=g).to(device)
+    losses = candidates()
+    sync = torch.cuda.synchronize if device.startswith("cuda") else lambda: None
+
+    def step(fn):
+        fn(logits, target).backward()
+        logits.grad = None
+
+    calls = {}
+    for name, fn in losses.items():  # warm up, and size each sample to about min_time
+        step(fn)
+        start = time.perf_counter()
+        step(fn)
+        sync()
+        calls[name] = max(1, round(min_time / (time.perf_counter() - start)))
+    times: dict[str, list[float]] = {name: [] for name in losses}
+    order = list(losses)
+    for r in range(rounds):
+        random.Random(r).shuffle(order)
+        for name in order:
+            start = time.perf_counter()
+            for _ in range(calls[name]):
+                step(losses[name])
+            sync()
+            times[name].append((time.perf_counter() - start) / calls[name])
+    return times
+
+
+def check_no_sync(device: str) -> None:
+    """Run every loss under ``torch.cuda.set_sync_debug_mode("error")``."""
+    logits = torch.randn(64, 10, device=device, requires_grad=True)
+    target = torch.randint(10, (64,), device=device)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for name in NAMES:
+            build_loss(name).to(device)(logits, target).backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    print(f"sync-debug: all {len(NAMES)} losses ran with set_sync_debug_mode('error')")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--min-time", type=float, default=0.02)
+    parser.add_argument("--sync-debug", action="store_true", help="CUDA: no host sync in losses")
+    args = parser.parse_args()
+    if args.sync_debug:
+        check_no_sync(args.device)
+
+    print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, device {args.device}\n")  # fmt: skip
+    results = {size: time_all(shape, args.device, args.rounds, args.min_time)
+               for size, shape in SIZES.items()}  # fmt: skip
+
+    def ratio(size: str, name: str, to: str = BASELINE) -> float:
+        """Median over rounds of the time of ``name`` divided by that of ``to``."""
+        pairs = zip(results[size][name], results[size][to], strict=True)
+        return statistics.median(a / b for a, b in pairs)
+
+    print("| loss | " + " | ".join(SIZES) + " |")
+    print("|---|" + "---:|" * len(SIZES))
+    for name in candidates():
+        cells = [f"{ratio(size, name):.2f}x ({statistics.median(results[size][name]) * 1e6:.0f} µs)"
+                 for size in SIZES]  # fmt: skip
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+    failures = []
+
+    def goal(value: float, ok: bool, text: str) -> None:
+        print(f"- [{'x' if ok else ' '}] {text.format(value)}")
+        if not ok:
+            failures.append(text)
+
+    print("\nGoals (median of per-round ratios):")
+    for size in SIZES:
+        r = ratio(size, "focalcal flsd-53", "focalcal fl-3")
+        goal(r, r <= 1.3, size + ": FLSD-53 / FL-3 = {:.2f} <= 1.3")
+    for size in ("1024x1000", "8x21x64x64"):
+        for name in ("fl-3", "flsd-53"):
+            r = ratio(size, f"focalcal {name}")
+            goal(r, r <= 1.5, size + f": {name} / CE = " + "{:.2f} <= 1.5")
+    r = ratio("128x10", "paper-style loop FLSD-53", "focalcal flsd-53")
+    goal(r, r >= 3.0, "128x10: FLSD-53 is {:.1f}x faster than the per-sample loop (>= 3)")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
