@@ -99,6 +99,15 @@ def test_mmce_bandwidth_and_ignore_index():
     assert mmce(logits, target).item() == pytest.approx(mmce(logits[kept], target[kept]).item())
 
 
+@pytest.mark.parametrize("weighted", [False, True])
+def test_mmce_ignore_index_inside_the_class_range(weighted):
+    logits, target, _ = make_inputs((60, 3), seed=15, ignore_fraction=0.0)
+    target[logits.argmax(1) == 1] = 1  # ignored samples that are "predicted right"
+    kept = target != 1
+    expected = mmce(logits[kept], target[kept], weighted).item()
+    assert mmce(logits, target, weighted, ignore_index=1).item() == pytest.approx(expected)
+
+
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("weighted", [False, True])
 def test_mmce_loss_is_cross_entropy_plus_lambda_mmce(reduction, weighted):

@@ -139,7 +139,13 @@ GOOD_LOGITS, GOOD_TARGET = torch.randn(4, 3), torch.tensor([0, 1, 2, -100])
             GOOD_LOGITS,
             GOOD_TARGET,
             {"weight": torch.tensor([1.0, float("nan"), 1.0])},
-            "weight holds NaN",
+            "weight holds NaN or infinite",
+        ),
+        (
+            torch.tensor([[9.0, -9.0, -9.0]] * 4, dtype=torch.float64).mul(1e3),  # p_t = 1
+            GOOD_TARGET * 0,
+            {"weight": torch.tensor([float("inf"), 1.0, 1.0], dtype=torch.float64)},
+            "weight holds NaN or infinite",
         ),
     ],
 )

@@ -139,9 +139,11 @@ def reduce_loss(
 ) -> Tensor:
     """Weight (unless ``weighted`` says it is done) and reduce per-element values that are 0 at
     ignored targets, like ``CrossEntropyLoss``. A NaN at a non-ignored target is an error."""
-    weights = None if weight is None else target_weights(target, weight, ignore_index)
-    if weights is not None and not weighted:
-        values = values * weights
+    weights = None
+    if weight is not None and (reduction == "mean" or not weighted):
+        weights = target_weights(target, weight, ignore_index)
+        if not weighted:
+            values = values * weights
     total = values.sum()
     _check_not_nan(total, logits, target, weight, ignore_index)
     if reduction == "none":
@@ -158,11 +160,11 @@ def _check_not_nan(
 ) -> None:
     # Every loss is >= 0 per element, so the sum is NaN exactly when one element is.
     if total.device.type == "cuda":
-        message = "the loss is NaN: logits hold NaN or +inf, or weight holds NaN"
+        message = "the loss is NaN: logits hold NaN or +inf, or weight is not finite"
         torch._assert_async(~total.isnan(), message)
     elif math.isnan(total.detach()):
-        if weight is not None and weight.isnan().any():
-            raise ValueError("weight holds NaN")
+        if weight is not None and not weight.isfinite().all():
+            raise ValueError("weight holds NaN or infinite values")
         kept = logits.movedim(1, -1)[target != ignore_index]
         counts = [int(kept.isnan().sum()), int((kept == math.inf).sum())]
         counts.append(int((kept == -math.inf).sum()))

@@ -82,7 +82,7 @@ def _mmce(
     confidence, prediction = torch.softmax(logits, dim=1).max(dim=1)
     r, target = confidence.flatten(), target.flatten()
     valid = target != ignore_index
-    correct = prediction.flatten() == target
+    correct = (prediction.flatten() == target) & valid
     if weighted:
         wrong = valid & ~correct
         num_correct = correct.sum().clamp_min(1).to(r.dtype)
