@@ -30,10 +30,10 @@ def cross_entropy(
     Example:
         >>> import torch
         >>> logits, target = torch.tensor([[2.0, 0.0, -1.0]]), torch.tensor([0])
-        >>> round(cross_entropy(logits, target).item(), 4)
-        0.1698
-        >>> round(cross_entropy(logits, target, label_smoothing=0.05).item(), 4)
-        0.2532
+        >>> cross_entropy(logits, target)
+        tensor(0.1698)
+        >>> cross_entropy(logits, target, label_smoothing=0.05)
+        tensor(0.2532)
     """
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"label_smoothing must lie in [0, 1], got {label_smoothing!r}")
@@ -54,8 +54,8 @@ def brier_loss(
     Example:
         >>> import torch
         >>> logits, target = torch.tensor([[0.0, 0.0]]), torch.tensor([1])
-        >>> brier_loss(logits, target).item()  # (0.5 - 0)^2 + (0.5 - 1)^2
-        0.5
+        >>> brier_loss(logits, target)  # (0.5 - 0)^2 + (0.5 - 1)^2
+        tensor(0.5000)
     """
     logits, target, weight = check_inputs(logits, target, weight, reduction)
     check_target(target, logits.shape[1], ignore_index)
@@ -133,8 +133,8 @@ def mmce(
     Example:
         >>> import torch
         >>> # one right with confidence 0.5, one wrong with confidence 0.5: calibrated
-        >>> mmce(torch.tensor([[0.0, 0.0], [0.0, 0.0]]), torch.tensor([0, 1])).item()
-        0.0
+        >>> mmce(torch.tensor([[0.0, 0.0], [0.0, 0.0]]), torch.tensor([0, 1]))
+        tensor(0.)
     """
     _check_mmce(bandwidth)
     logits, target, _ = check_inputs(logits, target, None, "mean")
