@@ -1,0 +1,118 @@
+"""Calibration metrics on ``(scores, labels)``: each returns a 0-d tensor on the scores' device.
+
+``scores`` are logits ``(N, C)`` or ``(N, C, d1, ...)`` (softmax applied here) or, with
+``from_probs=True``, probabilities; ``labels`` are class indices. Fractions, not percentages.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from focalcal.metrics._inputs import check_num_bins, checked, probabilities, top_label
+from focalcal.metrics.binning import MAX_SAMPLES, Bins, equal_mass_edges, equal_width_edges
+
+
+def _top_label_bins(scores: Tensor, labels: Tensor, num_bins: int, from_probs: bool) -> Bins:
+    check_num_bins(num_bins)
+    confidence, correct = top_label(scores, labels, from_probs)
+    _check_size(confidence.numel())
+    return Bins.top_label(
+        confidence, correct, equal_width_edges(num_bins, confidence.dtype, confidence.device)
+    )
+
+
+def _check_size(num_samples: int) -> None:
+    if num_samples > MAX_SAMPLES:
+        raise ValueError(f"at most {MAX_SAMPLES} samples fit the exact sums, got {num_samples}")
+
+
+def expected_calibration_error(
+    scores: Tensor, labels: Tensor, num_bins: int = 15, from_probs: bool = False
+) -> Tensor:
+    r"""ECE: :math:`\sum_b \frac{n_b}{N} |\mathrm{acc}_b - \mathrm{conf}_b|` over ``num_bins``
+    equal-width bins ``(b/B, (b+1)/B]`` of the top-label confidence (0 goes to the first bin).
+
+    Example:
+        >>> import torch
+        >>> probs = torch.tensor([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7]])
+        >>> expected_calibration_error(probs, torch.tensor([0, 1, 1]), from_probs=True)
+        tensor(0.3333, dtype=torch.float64)
+    """
+    return _top_label_bins(scores, labels, num_bins, from_probs).calibration_error()
+
+
+def maximum_calibration_error(
+    scores: Tensor, labels: Tensor, num_bins: int = 15, from_probs: bool = False
+) -> Tensor:
+    """MCE: the largest |accuracy − confidence| over the non-empty equal-width bins."""
+    return _top_label_bins(scores, labels, num_bins, from_probs).max_calibration_error()
+
+
+def signed_calibration_error(
+    scores: Tensor, labels: Tensor, num_bins: int = 15, from_probs: bool = False
+) -> Tensor:
+    """Σ_b (n_b/N)(confidence_b − accuracy_b): positive when over-confident, negative when
+    under-confident. The bins cancel out: it equals mean confidence − accuracy; the report's
+    ``ece_over`` and ``ece_under`` split ECE itself between over- and under-confident bins."""
+    return _top_label_bins(scores, labels, num_bins, from_probs).signed_calibration_error()
+
+
+def adaptive_calibration_error(
+    scores: Tensor, labels: Tensor, num_bins: int = 15, from_probs: bool = False
+) -> Tensor:
+    """AdaECE: ECE over equal-mass bins whose edges are the interpolated quantiles of the sorted
+    confidences. Every sample counts; bins that coincide because of ties merge; works for
+    N < ``num_bins``."""
+    check_num_bins(num_bins)
+    confidence, correct = top_label(scores, labels, from_probs)
+    _check_size(confidence.numel())
+    return adaptive_bins(confidence, correct, num_bins).calibration_error()
+
+
+def adaptive_bins(confidence: Tensor, correct: Tensor, num_bins: int) -> Bins:
+    """Equal-mass bins of top-label confidences ``(M,)``."""
+    edges = equal_mass_edges(confidence.sort().values, num_bins)
+    return Bins.top_label(confidence.double(), correct, edges)
+
+
+def classwise_calibration_error(
+    scores: Tensor, labels: Tensor, num_bins: int = 15, from_probs: bool = False
+) -> Tensor:
+    """Classwise-ECE: for each class k, an ECE over equal-width bins of p_k with accuracy
+    replaced by 1[y = k]; averaged over the C classes of the scores' shape (a class that never
+    occurs in ``labels`` still counts)."""
+    check_num_bins(num_bins)
+    probs, labels = probabilities(scores, labels, from_probs)
+    _check_size(labels.numel())
+    edges = equal_width_edges(num_bins, probs.dtype, probs.device)
+    return Bins.classwise(probs, labels, edges).calibration_error().mean()
+
+
+def negative_log_likelihood(scores: Tensor, labels: Tensor, from_probs: bool = False) -> Tensor:
+    """Mean −log p_y (infinite where a probability of the label is 0)."""
+    scores, labels = checked(scores, labels, from_probs)
+    if from_probs:
+        return -scores.gather(1, labels.unsqueeze(1)).double().log().mean()
+    return F.cross_entropy(scores.double(), labels)
+
+
+def brier_score(scores: Tensor, labels: Tensor, from_probs: bool = False) -> Tensor:
+    """Mean over samples of Σ_k (p_k − 1[y = k])²."""
+    probs, labels = probabilities(scores, labels, from_probs)
+    one_hot = torch.zeros_like(probs).scatter_(1, labels.unsqueeze(1), 1.0)
+    return (probs - one_hot).double().square().sum(1).mean()
+
+
+def error_rate(scores: Tensor, labels: Tensor, from_probs: bool = False) -> Tensor:
+    """1 − accuracy of the argmax prediction."""
+    _, correct = top_label(scores, labels, from_probs)
+    return 1.0 - correct.double().mean()
+
+
+ece = expected_calibration_error
+mce = maximum_calibration_error
+adaece = adaptive_calibration_error
+classwise_ece = classwise_calibration_error
+nll = negative_log_likelihood
