@@ -1,6 +1,7 @@
 """Calibration metrics: exact to the bin edge, vectorised, streaming and distributed."""
 
 from focalcal.metrics.binning import Bins
+from focalcal.metrics.bootstrap import bootstrap_interval
 from focalcal.metrics.calibration import (
     adaece,
     adaptive_calibration_error,
@@ -14,22 +15,45 @@ from focalcal.metrics.calibration import (
     mce,
     negative_log_likelihood,
     nll,
+    reliability_bins,
     signed_calibration_error,
 )
+from focalcal.metrics.extensions import (
+    debiased_calibration_error,
+    debiased_from_bins,
+    smooth_calibration_error,
+    smooth_ece,
+)
+from focalcal.metrics.ood import auroc, entropy, max_confidence, ood_auroc, roc_curve
+from focalcal.metrics.streaming import CalibrationAccumulator, CalibrationReport, calibration_report
 
 __all__ = [
     "Bins",
+    "CalibrationAccumulator",
+    "CalibrationReport",
     "adaece",
     "adaptive_calibration_error",
+    "auroc",
+    "bootstrap_interval",
     "brier_score",
+    "calibration_report",
     "classwise_calibration_error",
     "classwise_ece",
+    "debiased_calibration_error",
+    "debiased_from_bins",
     "ece",
+    "entropy",
     "error_rate",
     "expected_calibration_error",
+    "max_confidence",
     "maximum_calibration_error",
     "mce",
     "negative_log_likelihood",
     "nll",
+    "ood_auroc",
+    "reliability_bins",
+    "roc_curve",
     "signed_calibration_error",
+    "smooth_calibration_error",
+    "smooth_ece",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -11,24 +13,52 @@ def check_num_bins(num_bins: int) -> None:
         raise ValueError(f"num_bins must be an integer >= 1, got {num_bins!r}")
 
 
-def checked(scores: Tensor, labels: Tensor, from_probs: bool) -> tuple[Tensor, Tensor]:
-    """Check ``(scores, labels)`` and return them flattened to ``(M, C)`` and ``(M,)``.
+def checked_scores(scores: Tensor, from_probs: bool) -> Tensor:
+    """Check ``scores`` alone (no labels) and return them flattened to ``(M, C)``.
 
     ``scores`` are logits or, with ``from_probs=True``, probabilities; shape ``(N, C)`` or
-    ``(N, C, d1, ...)``, where every position counts as a sample. ``labels`` are class indices
-    ``(N)`` or ``(N, d1, ...)``. The class count ``C`` comes from the scores' shape, never from
-    the labels. Half-precision scores are computed in float32.
+    ``(N, C, d1, ...)``, where every position counts as a sample: ``M = N·d1·…``, in the
+    row-major order of ``(N, d1, ...)``. Half-precision scores are computed in float32.
+    Logits must be finite; probabilities must lie in [0, 1] and sum to 1 over dim 1.
     """
     if not isinstance(scores, Tensor) or not scores.is_floating_point():
         got = scores.dtype if isinstance(scores, Tensor) else type(scores).__name__
         raise ValueError(f"scores must be a floating-point tensor, got {got}")
-    if not isinstance(labels, Tensor) or labels.is_floating_point() or labels.dtype == torch.bool:
-        got = labels.dtype if isinstance(labels, Tensor) else type(labels).__name__
-        raise ValueError(f"labels must be a tensor of class indices (an integer dtype), got {got}")
     if scores.dim() < 2:
         raise ValueError(
             f"scores must have shape (N, C) or (N, C, d1, ...), got {tuple(scores.shape)}"
         )
+    num_classes = scores.shape[1]
+    if scores.shape[0] * math.prod(scores.shape[2:]) == 0:
+        raise ValueError("the input is empty: a metric needs at least one sample")
+    if num_classes == 0:
+        raise ValueError(f"scores have no classes: shape {tuple(scores.shape)} has C = 0")
+    if scores.dim() > 2:
+        scores = scores.movedim(1, -1).reshape(-1, num_classes)
+    if scores.dtype in (torch.float16, torch.bfloat16):
+        scores = scores.float()
+    if from_probs:
+        _check_probabilities(scores)
+    elif not scores.sum().isfinite():  # one fast pass; only NaN, inf or overflow fail it
+        nan, inf = int(scores.isnan().sum()), int(scores.isinf().sum())
+        if nan or inf:
+            raise ValueError(
+                f"logits hold {nan} NaN and {inf} infinite value(s); pass probabilities with "
+                "from_probs=True to give a class probability 0"
+            )
+    return scores
+
+
+def checked(scores: Tensor, labels: Tensor, from_probs: bool) -> tuple[Tensor, Tensor]:
+    """Check ``(scores, labels)`` and return them flattened to ``(M, C)`` and ``(M,)``.
+
+    ``scores`` as in :func:`checked_scores`. ``labels`` are class indices ``(N)`` or
+    ``(N, d1, ...)``. The class count ``C`` comes from the scores' shape, never from the labels.
+    """
+    flat = checked_scores(scores, from_probs)
+    if not isinstance(labels, Tensor) or labels.is_floating_point() or labels.dtype == torch.bool:
+        got = labels.dtype if isinstance(labels, Tensor) else type(labels).__name__
+        raise ValueError(f"labels must be a tensor of class indices (an integer dtype), got {got}")
     expected = (scores.shape[0], *scores.shape[2:])
     if tuple(labels.shape) != expected:
         raise ValueError(
@@ -37,30 +67,15 @@ def checked(scores: Tensor, labels: Tensor, from_probs: bool) -> tuple[Tensor, T
         )
     if labels.device != scores.device:
         raise ValueError(f"labels are on {labels.device} but scores are on {scores.device}")
-    if labels.numel() == 0:
-        raise ValueError("the input is empty: a metric needs at least one sample")
-    num_classes = scores.shape[1]
-    if scores.dim() > 2:
-        scores = scores.movedim(1, -1).reshape(-1, num_classes)
+    num_classes = flat.shape[1]
     labels = labels.reshape(-1).long()
-    if scores.dtype in (torch.float16, torch.bfloat16):
-        scores = scores.float()
-
     low, high = torch.aminmax(labels)
     if int(low) < 0 or int(high) >= num_classes:
         raise ValueError(
             f"labels must lie in [0, {num_classes}) (the class count comes from the scores' "
             f"shape), got min {int(low)}, max {int(high)}"
         )
-    if from_probs:
-        _check_probabilities(scores)
-    elif not scores.isfinite().all():
-        nan, inf = int(scores.isnan().sum()), int(scores.isinf().sum())
-        raise ValueError(
-            f"logits hold {nan} NaN and {inf} infinite value(s); pass probabilities with "
-            "from_probs=True to give a class probability 0"
-        )
-    return scores, labels
+    return flat, labels
 
 
 def probabilities(scores: Tensor, labels: Tensor, from_probs: bool) -> tuple[Tensor, Tensor]:
@@ -70,23 +85,26 @@ def probabilities(scores: Tensor, labels: Tensor, from_probs: bool) -> tuple[Ten
 
 
 def top_label(scores: Tensor, labels: Tensor, from_probs: bool) -> tuple[Tensor, Tensor]:
-    """Checked top-label ``(confidence (M,), correct (M,) bool)``; see :func:`checked`.
+    """Checked top-label ``(confidence (M,), correct (M,) bool)``; see :func:`checked`."""
+    flat, labels = checked(scores, labels, from_probs)
+    return top_label_of(flat, flat if from_probs else torch.softmax(flat, dim=1), labels)
 
-    From logits the confidence is ``exp(max - logsumexp)``, without materialising the softmax.
-    """
-    scores, labels = checked(scores, labels, from_probs)
-    top, prediction = scores.max(dim=1)
-    confidence = top if from_probs else torch.exp(top - torch.logsumexp(scores, dim=1))
-    return confidence, prediction == labels
+
+def top_label_of(scores: Tensor, probs: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """``(confidence, correct)`` of checked ``(M, C)`` scores and their probabilities: the
+    confidence is the largest probability; the prediction is the argmax of the scores (for
+    logits the exact argmax, where rounded probabilities may tie; the first index on ties).
+    Every metric and the accumulator use this, so they agree bit for bit."""
+    return probs.amax(dim=1), scores.max(dim=1).indices == labels
 
 
 def _check_probabilities(probs: Tensor) -> None:
-    if not probs.isfinite().all():
-        raise ValueError("probabilities hold NaN or infinite values")
-    low, high = torch.aminmax(probs)
-    if float(low) < 0.0 or float(high) > 1.0:
+    low, high = (float(v) for v in torch.aminmax(probs))  # NaN propagates to both
+    if math.isnan(low) or math.isnan(high):
+        raise ValueError("probabilities hold NaN")
+    if low < 0.0 or high > 1.0:
         raise ValueError(
-            f"probabilities must lie in [0, 1], got min {float(low):.6g}, max {float(high):.6g}: "
+            f"probabilities must lie in [0, 1], got min {low:.6g}, max {high:.6g}: "
             "are these logits? (then leave from_probs=False)"
         )
     tolerance = max(1e-4, probs.shape[1] * torch.finfo(probs.dtype).eps)

@@ -11,21 +11,31 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from focalcal.metrics._inputs import check_num_bins, checked, probabilities, top_label
-from focalcal.metrics.binning import MAX_SAMPLES, Bins, equal_mass_edges, equal_width_edges
+from focalcal.metrics.binning import (
+    Bins,
+    check_sample_count,
+    equal_mass_edges,
+    equal_width_edges,
+)
 
 
-def _top_label_bins(scores: Tensor, labels: Tensor, num_bins: int, from_probs: bool) -> Bins:
+def reliability_bins(
+    scores: Tensor, labels: Tensor, num_bins: int = 15, from_probs: bool = False
+) -> Bins:
+    """The equal-width top-label :class:`Bins` behind ECE, MCE and the reliability diagram.
+
+    Example:
+        >>> import torch
+        >>> bins = reliability_bins(torch.tensor([[0.9, 0.1], [0.2, 0.8]]), torch.tensor([0, 0]),
+        ...                         num_bins=5, from_probs=True)
+        >>> bins.count.tolist(), bins.correct.tolist()
+        ([0.0, 0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0, 1.0])
+    """
     check_num_bins(num_bins)
     confidence, correct = top_label(scores, labels, from_probs)
-    _check_size(confidence.numel())
-    return Bins.top_label(
-        confidence, correct, equal_width_edges(num_bins, confidence.dtype, confidence.device)
-    )
-
-
-def _check_size(num_samples: int) -> None:
-    if num_samples > MAX_SAMPLES:
-        raise ValueError(f"at most {MAX_SAMPLES} samples fit the exact sums, got {num_samples}")
+    check_sample_count(confidence.numel())
+    edges = equal_width_edges(num_bins, confidence.dtype, confidence.device)
+    return Bins.top_label(confidence, correct, edges)
 
 
 def expected_calibration_error(
@@ -40,14 +50,14 @@ def expected_calibration_error(
         >>> expected_calibration_error(probs, torch.tensor([0, 1, 1]), from_probs=True)
         tensor(0.3333, dtype=torch.float64)
     """
-    return _top_label_bins(scores, labels, num_bins, from_probs).calibration_error()
+    return reliability_bins(scores, labels, num_bins, from_probs).calibration_error()
 
 
 def maximum_calibration_error(
     scores: Tensor, labels: Tensor, num_bins: int = 15, from_probs: bool = False
 ) -> Tensor:
     """MCE: the largest |accuracy − confidence| over the non-empty equal-width bins."""
-    return _top_label_bins(scores, labels, num_bins, from_probs).max_calibration_error()
+    return reliability_bins(scores, labels, num_bins, from_probs).max_calibration_error()
 
 
 def signed_calibration_error(
@@ -56,7 +66,7 @@ def signed_calibration_error(
     """Σ_b (n_b/N)(confidence_b − accuracy_b): positive when over-confident, negative when
     under-confident. The bins cancel out: it equals mean confidence − accuracy; the report's
     ``ece_over`` and ``ece_under`` split ECE itself between over- and under-confident bins."""
-    return _top_label_bins(scores, labels, num_bins, from_probs).signed_calibration_error()
+    return reliability_bins(scores, labels, num_bins, from_probs).signed_calibration_error()
 
 
 def adaptive_calibration_error(
@@ -67,7 +77,7 @@ def adaptive_calibration_error(
     N < ``num_bins``."""
     check_num_bins(num_bins)
     confidence, correct = top_label(scores, labels, from_probs)
-    _check_size(confidence.numel())
+    check_sample_count(confidence.numel())
     return adaptive_bins(confidence, correct, num_bins).calibration_error()
 
 
@@ -85,9 +95,8 @@ def classwise_calibration_error(
     occurs in ``labels`` still counts)."""
     check_num_bins(num_bins)
     probs, labels = probabilities(scores, labels, from_probs)
-    _check_size(labels.numel())
-    edges = equal_width_edges(num_bins, probs.dtype, probs.device)
-    return Bins.classwise(probs, labels, edges).calibration_error().mean()
+    check_sample_count(labels.numel())
+    return Bins.classwise(probs, labels, num_bins).calibration_error().mean()
 
 
 def negative_log_likelihood(scores: Tensor, labels: Tensor, from_probs: bool = False) -> Tensor:

@@ -1,0 +1,178 @@
+"""The streaming accumulator: equal to the functional metrics, batch- and rank-invariant."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from focalcal.metrics import (
+    CalibrationAccumulator,
+    adaptive_calibration_error,
+    bootstrap_interval,
+    brier_score,
+    calibration_report,
+    classwise_calibration_error,
+    debiased_calibration_error,
+    error_rate,
+    expected_calibration_error,
+    maximum_calibration_error,
+    negative_log_likelihood,
+    signed_calibration_error,
+    smooth_calibration_error,
+)
+
+
+def data(n=3000, c=7, seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    logits = (2.5 * torch.randn(n, c, generator=g)).to(dtype)
+    labels = torch.randint(c, (n,), generator=g)
+    return logits, labels
+
+
+def test_report_equals_the_functional_metrics():
+    logits, labels = data()
+    report = calibration_report(logits, labels)
+    exact = {
+        "ece": expected_calibration_error,
+        "mce": maximum_calibration_error,
+        "adaece": adaptive_calibration_error,
+        "classwise_ece": classwise_calibration_error,
+        "signed_ece": signed_calibration_error,
+        "debiased_ece": debiased_calibration_error,
+        "smooth_ece": smooth_calibration_error,
+    }
+    for name, metric in exact.items():  # the same exact bins: equal to the last bit
+        assert getattr(report, name) == metric(logits, labels).item(), name
+    # NLL and Brier are summed in fixed point (2^-25 per sample), the functions in float64
+    assert report.nll == pytest.approx(negative_log_likelihood(logits, labels).item(), abs=2**-25)
+    assert report.brier == pytest.approx(brier_score(logits, labels).item(), abs=2**-25)
+    assert report.error == pytest.approx(error_rate(logits, labels).item(), abs=1e-12)
+    assert report.ece_over - report.ece_under == pytest.approx(report.signed_ece, abs=1e-12)
+    assert report.ece_over + report.ece_under == pytest.approx(report.ece, abs=1e-12)
+
+
+def test_batching_does_not_change_a_single_bit():
+    logits, labels = data()
+    whole = calibration_report(logits, labels, bootstrap_samples=30).to_dict()
+    for sizes in ([1000, 1000, 1000], [1, 2999], [17] * 176 + [8]):
+        accumulator = CalibrationAccumulator(7)
+        order = torch.randperm(3000, generator=torch.Generator().manual_seed(len(sizes)))
+        for chunk in order.split(sizes):
+            accumulator.update(logits[chunk], labels[chunk])
+        assert accumulator.compute(bootstrap_samples=30).to_dict() == whole
+
+
+def test_segmentation_shaped_input_and_probabilities():
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(4, 5, 6, 6, generator=g, dtype=torch.float64)
+    labels = torch.randint(5, (4, 6, 6), generator=g)
+    flat_logits = logits.movedim(1, -1).reshape(-1, 5)
+    expected = calibration_report(flat_logits, labels.reshape(-1))
+    assert calibration_report(logits, labels) == expected
+    from_probs = calibration_report(logits.softmax(1), labels, from_probs=True)
+    assert from_probs.ece == pytest.approx(expected.ece, abs=1e-12)
+    assert from_probs.nll == pytest.approx(expected.nll, abs=1e-9)
+
+
+def test_infinite_nll_from_a_zero_probability():
+    probs = torch.tensor([[1.0, 0.0], [0.5, 0.5]], dtype=torch.float64)
+    report = calibration_report(probs, torch.tensor([1, 0]), from_probs=True)
+    assert math.isinf(report.nll)
+    assert report.error == 0.5 and math.isfinite(report.ece)
+
+
+def test_without_samples_and_json():
+    logits, labels = data(200)
+    accumulator = CalibrationAccumulator(7, keep_samples=False)
+    accumulator.update(logits, labels)
+    report = accumulator.compute(bootstrap_samples=20)
+    assert report.adaece is None and report.smooth_ece is None and report.intervals == {}
+    assert report.ece == calibration_report(logits, labels).ece
+    assert json.loads(calibration_report(logits, labels).to_json())["num_samples"] == 200
+
+
+def test_bad_use():
+    accumulator = CalibrationAccumulator(3)
+    with pytest.raises(ValueError, match="call update"):
+        accumulator.compute()
+    with pytest.raises(ValueError, match="scores have 4 classes, the accumulator 3"):
+        accumulator.update(torch.randn(2, 4), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="num_classes"):
+        CalibrationAccumulator(0)
+    with pytest.raises(ValueError, match="num_bins"):
+        CalibrationAccumulator(3, num_bins=0)
+
+
+def test_reset_and_sync_without_distributed():
+    logits, labels = data(100)
+    accumulator = CalibrationAccumulator(7)
+    accumulator.update(logits, labels)
+    accumulator.sync()  # not initialised: the local state is the global one
+    accumulator.sync()
+    assert accumulator.compute() == calibration_report(logits, labels)
+    accumulator.reset()
+    accumulator.update(logits[:10], labels[:10])
+    assert accumulator.compute().num_samples == 10
+
+
+def test_bootstrap_interval_matches_a_percentile_reference():
+    logits, labels = data(400, seed=3)
+    low, high = bootstrap_interval(expected_calibration_error, logits, labels, 100, seed=5)
+    generator = torch.Generator().manual_seed(5)
+    values = []
+    for _ in range(100):
+        index = torch.randint(400, (400,), generator=generator)
+        values.append(expected_calibration_error(logits[index], labels[index]).item())
+    assert (low, high) == pytest.approx(tuple(np.percentile(values, [2.5, 97.5])), abs=1e-12)
+    assert low <= expected_calibration_error(logits, labels).item() <= high
+    other_seed = bootstrap_interval(expected_calibration_error, logits, labels, 100, seed=6)
+    assert other_seed != (low, high)
+
+
+def test_bootstrap_interval_shrinks_with_more_data():
+    small = bootstrap_interval(error_rate, *data(200, seed=4), 200)
+    large = bootstrap_interval(error_rate, *data(20000, seed=4), 200)
+    assert large[1] - large[0] < (small[1] - small[0]) / 4
+
+
+def test_report_intervals_use_the_report_samples():
+    logits, labels = data(300, seed=8)
+    report = calibration_report(logits, labels, bootstrap_samples=100, seed=2)
+    ece_interval = bootstrap_interval(expected_calibration_error, logits, labels, 100, seed=2)
+    # the report resamples its canonically ordered samples, the function the raw order:
+    # different resamples, so compare only what both must satisfy
+    for low, high in (report.intervals["ece"], ece_interval):
+        assert low <= report.ece <= high
+    assert set(report.intervals) == {"error", "nll", "brier", "ece", "adaece", "debiased_ece"}
+
+
+def _distributed_worker(rank, world, init_file, logits, labels, out_dir):
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        accumulator = CalibrationAccumulator(logits.shape[1])
+        shard = torch.arange(rank, len(labels), world)  # interleaved, like DistributedSampler
+        for chunk in shard.split(97 + 50 * rank):  # different batch sizes on each rank
+            accumulator.update(logits[chunk], labels[chunk])
+        accumulator.sync()
+        accumulator.sync()  # idempotent
+        report = accumulator.compute(bootstrap_samples=25)
+        (out_dir / f"rank{rank}.json").write_text(report.to_json())
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_gloo_processes_give_exactly_the_single_process_report(tmp_path):
+    logits, labels = data(1501, seed=6)
+    mp.spawn(
+        _distributed_worker,
+        args=(2, tmp_path / "rendezvous", logits, labels, tmp_path),
+        nprocs=2,
+        join=True,
+    )
+    expected = json.loads(calibration_report(logits, labels, bootstrap_samples=25).to_json())
+    for rank in range(2):
+        assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == expected
