@@ -1,0 +1,292 @@
+"""Reliability diagrams: per-bin accuracy against confidence, with the confidence histogram.
+
+matplotlib is optional (``pip install 'focalcal[plots]'``) and imported only when a figure is
+drawn. Figures are plain :class:`matplotlib.figure.Figure` objects rendered with Agg: pyplot and
+``rcParams`` are never touched, so drawing is safe in scripts, servers and tests alike.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from focalcal.metrics.binning import SCALE, Bins
+from focalcal.metrics.calibration import reliability_bins
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+# Paul Tol's high-contrast scheme: told apart under every colour-vision deficiency and in
+# greyscale (dark blue, medium red, light yellow). The gaps also differ in hatching and have no
+# fill, so an under-confident gap shows the accuracy bar through its stripes.
+ACCURACY_COLOR = "#004488"
+OVER_CONFIDENT_COLOR = "#BB5566"
+UNDER_CONFIDENT_COLOR = "#DDAA33"
+_ACCURACY_STYLE: dict[str, Any] = {
+    "facecolor": ACCURACY_COLOR,
+    "edgecolor": "white",
+    "linewidth": 0.5,
+}
+_OVER_STYLE: dict[str, Any] = {
+    "facecolor": "none",
+    "edgecolor": OVER_CONFIDENT_COLOR,
+    "hatch": "////",
+    "linewidth": 1.0,
+}
+_UNDER_STYLE: dict[str, Any] = {
+    **_OVER_STYLE,
+    "edgecolor": UNDER_CONFIDENT_COLOR,
+    "hatch": "\\\\\\\\",
+}
+_HISTOGRAM_STYLE: dict[str, Any] = {"facecolor": "#888888", "edgecolor": "white", "linewidth": 0.5}
+_DIAGONAL: dict[str, Any] = {"color": "#333333", "linestyle": ":", "linewidth": 1.2}
+_ACCURACY_LINE: dict[str, Any] = {"color": ACCURACY_COLOR, "linewidth": 2.2}
+_CONFIDENCE_LINE: dict[str, Any] = {"color": "black", "linestyle": (0, (4, 2)), "linewidth": 1.2}
+_PANEL_SIZE = (3.4, 4.6)  # inches per panel: two panels fill a two-column paper's text width
+_FONT_SIZE = 8.0
+
+
+def reliability_figure(
+    panels: Mapping[str, Bins], *, figsize: tuple[float, float] | None = None
+) -> Figure:
+    """One reliability diagram per panel, side by side, each above its confidence histogram.
+
+    Each panel is top-label :class:`~focalcal.metrics.binning.Bins` (for instance before and
+    after temperature scaling, or one per loss). On top: the accuracy of every non-empty bin
+    as a bar, the diagonal of perfect calibration, and the gap between accuracy and mean
+    confidence, coloured and hatched by its sign: over-confident bins (confidence > accuracy)
+    one way, under-confident bins the other. The title gives the panel's name and its ECE in
+    percent. Underneath: the fraction of samples in each bin, with the overall accuracy and
+    mean confidence as vertical lines. Empty bins draw nothing. One legend explains it all.
+
+    ``figsize`` defaults to 3.4 × 4.6 inches per panel.
+
+    Example:
+        >>> import torch
+        >>> from focalcal.metrics.binning import Bins, equal_width_edges
+        >>> confidence = torch.tensor([0.95, 0.9, 0.7, 0.65, 0.4])
+        >>> correct = torch.tensor([True, True, False, True, False])
+        >>> edges = equal_width_edges(10, confidence.dtype, confidence.device)
+        >>> figure = reliability_figure({"model": Bins.top_label(confidence, correct, edges)})
+        >>> figure.axes[0].get_title()
+        'model — ECE 18.00 %'
+    """
+    _check_panels(panels)
+    _require_matplotlib()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    columns = len(panels)
+    size = figsize or (_PANEL_SIZE[0] * columns, _PANEL_SIZE[1])
+    figure = Figure(figsize=size, layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(2, columns, squeeze=False, gridspec_kw={"height_ratios": (3, 1)})
+    for column, (name, bins) in enumerate(panels.items()):
+        _draw_reliability(axes[0, column], str(name), bins)
+        _draw_histogram(axes[1, column], bins)
+        for ax in axes[:, column]:
+            ax.tick_params(labelsize=_FONT_SIZE)
+            if column > 0:
+                ax.set_ylabel("")
+    figure.align_ylabels(axes[:, 0])
+    _draw_legend(figure, columns)
+    return figure
+
+
+def save_reliability_diagram(
+    panels: Mapping[str, Bins],
+    path: str | os.PathLike[str],
+    *,
+    figsize: tuple[float, float] | None = None,
+    dpi: float = 200,
+) -> Path:
+    """Draw :func:`reliability_figure` and write it to ``path``; returns ``path`` as a Path.
+
+    The format follows the suffix: ``.png`` (``dpi`` pixels per inch), or ``.pdf`` / ``.svg``
+    for vector graphics; PNG when there is no suffix. Missing parent directories are created.
+    The file is written atomically, to a temporary file beside it that then replaces ``path``,
+    so an interrupted run never leaves a partial image.
+
+    Example:
+        >>> import tempfile, torch
+        >>> from pathlib import Path
+        >>> from focalcal.metrics.binning import Bins, equal_width_edges
+        >>> edges = equal_width_edges(15, torch.float32, torch.device("cpu"))
+        >>> correct = torch.tensor([1, 0, 1])
+        >>> panels = {
+        ...     "before T": Bins.top_label(torch.tensor([0.99, 0.97, 0.9]), correct, edges),
+        ...     "after T": Bins.top_label(torch.tensor([0.8, 0.75, 0.7]), correct, edges),
+        ... }
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = save_reliability_diagram(panels, Path(tmp) / "figures" / "cifar10.png")
+        ...     path.name, path.read_bytes()[:4]
+        ('cifar10.png', b'\\x89PNG')
+    """
+    path = Path(path)
+    figure_format = path.suffix[1:].lower() or "png"
+    figure = reliability_figure(panels, figsize=figsize)
+    supported = figure.canvas.get_supported_filetypes()
+    if figure_format not in supported:
+        raise ValueError(
+            f"cannot write {str(path)!r}: unknown image format {figure_format!r}; "
+            f"use one of {', '.join(sorted(supported))}"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A fresh name in the same directory keeps the rename on one file system; os.open with
+    # 0o666 lets the umask decide the permissions as for any new file (mkstemp forces 0o600).
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    try:
+        with os.fdopen(os.open(temporary, flags, 0o666), "wb") as file:
+            figure.savefig(file, format=figure_format, dpi=dpi)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def plot_reliability(
+    scores: Tensor,
+    labels: Tensor,
+    path: str | os.PathLike[str],
+    num_bins: int = 15,
+    from_probs: bool = False,
+    name: str = "model",
+) -> Path:
+    """Reliability diagram of one model, written to ``path`` by
+    :func:`save_reliability_diagram`.
+
+    ``scores`` are logits ``(N, C)`` or ``(N, C, d1, ...)`` or, with ``from_probs=True``,
+    probabilities; ``labels`` are class indices. The top-label confidences fall into
+    ``num_bins`` equal-width bins, as for :func:`focalcal.metrics.expected_calibration_error`.
+
+    Example:
+        >>> import tempfile, torch
+        >>> from pathlib import Path
+        >>> generator = torch.Generator().manual_seed(0)
+        >>> logits = 4 * torch.randn(1000, 10, generator=generator)
+        >>> labels = torch.randint(10, (1000,), generator=generator)
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = plot_reliability(logits, labels, Path(tmp) / "reliability.png")
+        ...     path.name, path.stat().st_size > 0
+        ('reliability.png', True)
+    """
+    return save_reliability_diagram(
+        {name: reliability_bins(scores, labels, num_bins, from_probs)}, path
+    )
+
+
+def _require_matplotlib() -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as error:
+        raise ImportError(
+            "reliability diagrams need matplotlib: pip install 'focalcal[plots]'"
+        ) from error
+
+
+def _check_panels(panels: Mapping[str, Bins]) -> None:
+    if len(panels) == 0:
+        raise ValueError("panels is empty: pass at least one {name: Bins} panel")
+    for name, bins in panels.items():
+        if not isinstance(bins, Bins):
+            raise ValueError(f"panel {name!r} must be Bins, got {type(bins).__name__}")
+        if bins.count.dim() != 1:
+            raise ValueError(
+                f"panel {name!r} holds class-wise bins of shape {tuple(bins.count.shape)}; "
+                "a reliability diagram needs top-label bins of shape (B,), from Bins.top_label"
+            )
+        if int(bins.count.sum()) == 0:
+            raise ValueError(f"panel {name!r} holds no samples: every bin is empty")
+
+
+def _draw_reliability(axes: Axes, name: str, bins: Bins) -> None:
+    from matplotlib import patheffects
+
+    left, width, filled = _bar_geometry(bins)
+    accuracy = bins.accuracy()[filled].cpu()
+    confidence = bins.mean_confidence()[filled].cpu()
+    # A white halo keeps the diagonal visible where it crosses the dark accuracy bars.
+    halo = [patheffects.withStroke(linewidth=3.0, foreground="white")]
+    axes.plot((0, 1), (0, 1), label="perfect calibration", zorder=3, path_effects=halo, **_DIAGONAL)
+    axes.bar(left, accuracy.numpy(), width, align="edge", label="accuracy", **_ACCURACY_STYLE)
+    gaps = axes.bar(
+        left,
+        (confidence - accuracy).abs().numpy(),
+        width,
+        bottom=torch.minimum(confidence, accuracy).numpy(),
+        align="edge",
+        label="gap",
+    )
+    for gap, over in zip(gaps.patches, (confidence > accuracy).tolist(), strict=True):
+        gap.set(**(_OVER_STYLE if over else _UNDER_STYLE))
+    ece = 100 * float(bins.calibration_error())
+    axes.set_title(f"{name} — ECE {ece:.2f} %", fontsize=_FONT_SIZE + 1)
+    axes.set(xlim=(0, 1), ylim=(0, 1))
+    axes.set_ylabel("Accuracy", fontsize=_FONT_SIZE)
+    axes.set_box_aspect(1)
+    axes.tick_params(labelbottom=False)
+
+
+def _draw_histogram(axes: Axes, bins: Bins) -> None:
+    left, width, filled = _bar_geometry(bins)
+    total = bins.count.sum()
+    fraction = (bins.count[filled] / total).cpu()
+    axes.bar(left, fraction.numpy(), width, align="edge", label="fraction", **_HISTOGRAM_STYLE)
+    # The thick accuracy line stays visible under the dashed confidence line where they meet.
+    accuracy = float(bins.correct.sum() / total)
+    mean_confidence = float(bins.confidence.sum() / (total * SCALE))
+    axes.axvline(accuracy, label="accuracy", **_ACCURACY_LINE)
+    axes.axvline(mean_confidence, label="mean confidence", **_CONFIDENCE_LINE)
+    axes.set(xlim=(0, 1), ylim=(0, 1))
+    axes.set_xlabel("Confidence", fontsize=_FONT_SIZE)
+    axes.set_ylabel("Fraction", fontsize=_FONT_SIZE)
+    axes.set_box_aspect(1 / 3)
+
+
+def _bar_geometry(bins: Bins) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], Tensor]:
+    """Left edges and widths of the non-empty bins, and the mask (on the bins' device)."""
+    edges = bins.edges.double().cpu()
+    filled = bins.count > 0
+    on_host = filled.cpu()
+    return edges[:-1][on_host].numpy(), edges.diff()[on_host].numpy(), filled
+
+
+def _draw_legend(figure: Figure, columns: int) -> None:
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    bars = [
+        Patch(label="Accuracy per bin", **_ACCURACY_STYLE),
+        Patch(label="Gap: over-confident", **_OVER_STYLE),
+        Patch(label="Gap: under-confident", **_UNDER_STYLE),
+    ]
+    lines = [
+        Line2D([], [], label="Perfect calibration", **_DIAGONAL),
+        Line2D([], [], label="Overall accuracy", **_ACCURACY_LINE),
+        Line2D([], [], label="Mean confidence", **_CONFIDENCE_LINE),
+    ]
+    # Legends fill column by column: a column of bars beside a column of lines for one panel,
+    # a row of bars over a row of lines for two, a single row where three or more make room.
+    if columns == 2:
+        handles, ncols = [handle for pair in zip(bars, lines, strict=True) for handle in pair], 3
+    else:
+        handles, ncols = bars + lines, 2 if columns == 1 else 6
+    figure.legend(
+        handles=handles,
+        loc="outside lower center",
+        ncols=ncols,
+        fontsize=_FONT_SIZE,
+        frameon=False,
+    )
