@@ -14,14 +14,14 @@ issue 2 are checked at the end; the exit status is 1 if one is missed.
 from __future__ import annotations
 
 import argparse
-import platform
-import random
+import functools
 import statistics
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
+from _timing import Goals, machine, paired_times
+from _timing import ratio as paired_ratio
 
 from focalcal.losses import build_loss
 
@@ -80,31 +80,14 @@ def time_all(shape, device, rounds, min_time):
     logits = (2 * torch.randn(shape, generator=g)).to(device).requires_grad_()
     n, c, *rest = shape
     target = torch.randint(c, (n, *rest), generator=g).to(device)
-    losses = candidates()
-    sync = torch.cuda.synchronize if device.startswith("cuda") else lambda: None
 
     def step(fn):
         fn(logits, target).backward()
         logits.grad = None
 
-    calls = {}
-    for name, fn in losses.items():  # warm up, and size each sample to about min_time
-        step(fn)
-        start = time.perf_counter()
-        step(fn)
-        sync()
-        calls[name] = max(1, round(min_time / (time.perf_counter() - start)))
-    times: dict[str, list[float]] = {name: [] for name in losses}
-    order = list(losses)
-    for r in range(rounds):
-        random.Random(r).shuffle(order)
-        for name in order:
-            start = time.perf_counter()
-            for _ in range(calls[name]):
-                step(losses[name])
-            sync()
-            times[name].append((time.perf_counter() - start) / calls[name])
-    return times
+    steps = {name: functools.partial(step, fn) for name, fn in candidates().items()}
+    sync = torch.cuda.synchronize if device.startswith("cuda") else lambda: None
+    return paired_times(steps, rounds, min_time, sync)
 
 
 def check_no_sync(device: str) -> None:
@@ -130,15 +113,12 @@ def main() -> int:
     if args.sync_debug:
         check_no_sync(args.device)
 
-    print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, device {args.device}\n")  # fmt: skip
+    print(machine(args.device))
     results = {size: time_all(shape, args.device, args.rounds, args.min_time)
                for size, shape in SIZES.items()}  # fmt: skip
 
     def ratio(size: str, name: str, to: str = BASELINE) -> float:
-        """Median over rounds of the time of ``name`` divided by that of ``to``."""
-        pairs = zip(results[size][name], results[size][to], strict=True)
-        return statistics.median(a / b for a, b in pairs)
+        return paired_ratio(results[size], name, to)
 
     print("| loss | " + " | ".join(SIZES) + " |")
     print("|---|" + "---:|" * len(SIZES))
@@ -147,24 +127,18 @@ def main() -> int:
                  for size in SIZES]  # fmt: skip
         print(f"| {name} | " + " | ".join(cells) + " |")
 
-    failures = []
-
-    def goal(value: float, ok: bool, text: str) -> None:
-        print(f"- [{'x' if ok else ' '}] {text.format(value)}")
-        if not ok:
-            failures.append(text)
-
+    goals = Goals()
     print("\nGoals (median of per-round ratios):")
     for size in SIZES:
         r = ratio(size, "focalcal flsd-53", "focalcal fl-3")
-        goal(r, r <= 1.3, size + ": FLSD-53 / FL-3 = {:.2f} <= 1.3")
+        goals.check(r <= 1.3, f"{size}: FLSD-53 / FL-3 = {r:.2f} <= 1.3")
     for size in ("1024x1000", "8x21x64x64"):
         for name in ("fl-3", "flsd-53"):
             r = ratio(size, f"focalcal {name}")
-            goal(r, r <= 1.5, size + f": {name} / CE = " + "{:.2f} <= 1.5")
+            goals.check(r <= 1.5, f"{size}: {name} / CE = {r:.2f} <= 1.5")
     r = ratio("128x10", "paper-style loop FLSD-53", "focalcal flsd-53")
-    goal(r, r >= 3.0, "128x10: FLSD-53 is {:.1f}x faster than the per-sample loop (>= 3)")
-    return 1 if failures else 0
+    goals.check(r >= 3.0, f"128x10: FLSD-53 is {r:.1f}x faster than the per-sample loop (>= 3)")
+    return 1 if goals.missed else 0
 
 
 if __name__ == "__main__":

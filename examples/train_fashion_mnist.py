@@ -1,12 +1,14 @@
 """Train a small CNN on real Fashion-MNIST with cross-entropy and with FLSD-53, side by side.
 
-    python examples/train_fashion_mnist.py                      # CE vs FLSD-53, about 2 minutes
+    python examples/train_fashion_mnist.py                      # CE vs FLSD-53, about 3 minutes
     python examples/train_fashion_mnist.py --losses fl-3 brier --epochs 10
 
 Uses the original IDX files that Debian's ``dataset-fashion-mnist`` package installs in
 /usr/share/datasets/fashion-mnist (or ``--data DIR``). It trains on a subset of the training
-set long enough to over-fit (the regime where cross-entropy becomes over-confident), then prints
-each loss's test error, NLL, mean confidence and over-confidence (mean confidence − accuracy).
+set long enough to over-fit (the regime where cross-entropy becomes over-confident), fits a
+temperature on a held-out validation subset with the paper's ECE grid, and prints each loss's
+test error, NLL, ECE, AdaECE and Classwise-ECE before and after temperature scaling. The
+reliability diagrams (before | after T) go to ``--out``.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from focalcal.losses import build_loss
+from focalcal.metrics import calibration_report, reliability_bins
+from focalcal.report import save_reliability_diagram
+from focalcal.scaling import fit_temperature
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 MEAN, STD = 0.2860, 0.3530  # Fashion-MNIST training-set pixel statistics
@@ -56,7 +60,7 @@ def small_cnn(num_classes: int = 10) -> nn.Module:
     )  # fmt: skip
 
 
-def train(loss_name: str, x: Tensor, y: Tensor, epochs: int, seed: int) -> nn.Module:
+def train_model(loss_name: str, x: Tensor, y: Tensor, epochs: int, seed: int) -> nn.Module:
     torch.manual_seed(seed)
     model, criterion = small_cnn(), build_loss(loss_name)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
@@ -76,17 +80,9 @@ def train(loss_name: str, x: Tensor, y: Tensor, epochs: int, seed: int) -> nn.Mo
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, float]:
+def predict(model: nn.Module, x: Tensor) -> Tensor:
     model.eval()
-    logits = torch.cat([model(batch) for batch in x.split(1000)])
-    confidence, prediction = logits.softmax(1).max(1)
-    accuracy = (prediction == y).float().mean().item()
-    return {
-        "error %": 100 * (1 - accuracy),
-        "NLL": F.cross_entropy(logits, y).item(),
-        "confidence %": 100 * confidence.mean().item(),
-        "over-confidence %": 100 * (confidence.mean().item() - accuracy),
-    }
+    return torch.cat([model(batch) for batch in x.split(1000)])
 
 
 def main() -> None:
@@ -95,28 +91,48 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--train-size", type=int, default=4000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--validation-size", type=int, default=1000)
     parser.add_argument("--data", type=Path, default=DEBIAN_DIR)
+    parser.add_argument("--out", type=Path, default=Path("runs/fashion_mnist_example"))
     args = parser.parse_args()
 
-    x_train, y_train = load(args.data, "train")
-    subset = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(args.seed))
-    subset = subset[: args.train_size]
-    x_train, y_train = x_train[subset], y_train[subset]
+    x, y = load(args.data, "train")
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(args.seed))
+    train = order[: args.train_size]
+    validation = order[args.train_size : args.train_size + args.validation_size]
     x_test, y_test = load(args.data, "test")
-    print(f"Fashion-MNIST: {len(x_train)} training images, {len(x_test)} test images, "
-          f"{args.epochs} epochs, small CNN, {torch.get_num_threads()} CPU threads")  # fmt: skip
+    print(f"Fashion-MNIST: {len(train)} training, {len(validation)} validation and "
+          f"{len(x_test)} test images, {args.epochs} epochs, small CNN, "
+          f"{torch.get_num_threads()} CPU threads")  # fmt: skip
 
     rows = {}
     for name in args.losses:
         start = time.perf_counter()
-        model = train(name, x_train, y_train, args.epochs, args.seed)
-        rows[name] = evaluate(model, x_test, y_test)
-        print(f"  trained {name} in {time.perf_counter() - start:.0f} s")
+        model = train_model(name, x[train], y[train], args.epochs, args.seed)
+        temperature = fit_temperature(predict(model, x[validation]), y[validation])
+        logits = predict(model, x_test)
+        before = calibration_report(logits, y_test)
+        after = calibration_report(logits / temperature, y_test)
+        rows[name] = {
+            "error %": 100 * before.error,
+            "NLL": before.nll,
+            "ECE %": 100 * before.ece,
+            "AdaECE %": 100 * before.adaece,
+            "Classwise-ECE %": 100 * before.classwise_ece,
+            "T": temperature,
+            "ECE (T) %": 100 * after.ece,
+        }
+        panels = {
+            name: reliability_bins(logits, y_test),
+            f"{name}, T = {temperature:.1f}": reliability_bins(logits / temperature, y_test),
+        }
+        path = save_reliability_diagram(panels, args.out / f"reliability_{name}.png")
+        print(f"  trained {name} in {time.perf_counter() - start:.0f} s; diagram: {path}")
     columns = list(next(iter(rows.values())))
     print("\n| loss | " + " | ".join(columns) + " |")
     print("|---|" + "---:|" * len(columns))
     for name, row in rows.items():
-        print(f"| {name} | " + " | ".join(f"{row[c]:.3f}" for c in columns) + " |")
+        print(f"| {name} | " + " | ".join(f"{row[c]:.2f}" for c in columns) + " |")
 
 
 if __name__ == "__main__":

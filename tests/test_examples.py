@@ -7,13 +7,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_fashion_mnist_example_trains_and_reports():
+def test_fashion_mnist_example_trains_and_reports(tmp_path):
     command = [sys.executable, str(ROOT / "examples" / "train_fashion_mnist.py")]
     command += ["--losses", "ce", "flsd-53", "flsc-531", "--epochs", "3", "--train-size", "1024"]
+    command += ["--validation-size", "500", "--out", str(tmp_path)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=True)
-    assert "1024 training images, 10000 test images" in result.stdout
-    rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
-    assert [row.split("|")[1].strip() for row in rows] == ["loss", "ce", "flsd-53", "flsc-531"]
+    assert "1024 training, 500 validation and 10000 test images" in result.stdout
+    rows = [line.split("|")[1:-1] for line in result.stdout.splitlines() if line.startswith("| ")]
+    header = [cell.strip() for cell in rows[0]]
+    assert header[:4] == ["loss", "error %", "NLL", "ECE %"] and "ECE (T) %" in header
+    assert [row[0].strip() for row in rows[1:]] == ["ce", "flsd-53", "flsc-531"]
     for row in rows[1:]:
-        error = float(row.split("|")[2])
-        assert 5.0 < error < 60.0  # learned in 3 epochs: far from chance (90 %)
+        values = dict(zip(header[1:], map(float, row[1:]), strict=True))
+        assert 5.0 < values["error %"] < 60.0  # learned in 3 epochs: far from chance (90 %)
+        assert 0.0 <= values["ECE (T) %"] <= 100.0 and 0.1 <= values["T"] <= 10.0
+        assert (tmp_path / f"reliability_{row[0].strip()}.png").read_bytes()[:4] == b"\x89PNG"
