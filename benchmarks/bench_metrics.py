@@ -19,7 +19,6 @@ import sys
 import torch
 import torchmetrics.functional.classification as tmf
 from _timing import Goals, machine, paired_times, ratio
-from focalcal.scaling import fit_temperature
 
 from focalcal.metrics import (
     adaptive_calibration_error,
@@ -27,6 +26,7 @@ from focalcal.metrics import (
     classwise_calibration_error,
     expected_calibration_error,
 )
+from focalcal.scaling import fit_temperature
 
 SOFTMAX = "torch softmax (floor)"
 
