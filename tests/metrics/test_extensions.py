@@ -254,7 +254,7 @@ GOOD_LABELS = torch.tensor([0, 0])
         (GOOD_PROBS, GOOD_LABELS, {"num_bins": 2.5}, "num_bins"),
         (GOOD_PROBS, GOOD_LABELS, {"num_bins": True}, "num_bins"),
         (GOOD_PROBS[:, 0], GOOD_LABELS, {}, "scores must have shape"),
-        (GOOD_PROBS, GOOD_LABELS.double(), {}, "labels must be a tensor of class indices"),
+        (GOOD_PROBS, GOOD_LABELS.double(), {}, "labels must hold class indices"),
         (GOOD_PROBS, torch.tensor([0, 2]), {}, "labels must lie in"),
         (GOOD_PROBS * 2, GOOD_LABELS, {"from_probs": True}, "probabilities must"),
         (torch.tensor([[0.0, math.nan]]), torch.tensor([0]), {}, "NaN"),

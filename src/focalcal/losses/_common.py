@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from focalcal._checks import check_class_indices, check_scores
+
 Reduction = Literal["mean", "sum", "none"]
 REDUCTIONS: tuple[str, ...] = ("mean", "sum", "none")
 
@@ -43,28 +45,8 @@ def check_inputs(
     Half-precision logits are computed in float32, as autocast does for losses; targets become
     int64; the weight takes the logits' dtype.
     """
-    if not isinstance(logits, Tensor) or not logits.is_floating_point():
-        got = logits.dtype if isinstance(logits, Tensor) else type(logits).__name__
-        raise ValueError(f"logits must be a floating-point tensor, got {got}")
-    if not isinstance(target, Tensor):
-        raise ValueError(f"target must be a tensor of class indices, got {type(target).__name__}")
-    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
-        raise ValueError(
-            f"target must hold class indices (an integer dtype), got {target.dtype}; "
-            "probability targets are not supported"
-        )
-    if logits.dim() < 2:
-        raise ValueError(
-            f"logits must have shape (N, C) or (N, C, d1, ...), got {tuple(logits.shape)}"
-        )
-    expected = (logits.shape[0], *logits.shape[2:])
-    if tuple(target.shape) != expected:
-        raise ValueError(
-            f"target shape {tuple(target.shape)} does not match logits shape "
-            f"{tuple(logits.shape)}: expected {expected}"
-        )
-    if target.device != logits.device:
-        raise ValueError(f"target is on {target.device} but logits are on {logits.device}")
+    check_scores(logits, "logits")
+    check_class_indices(logits, target, ("logits", "target"))
     check_reduction(reduction)
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()

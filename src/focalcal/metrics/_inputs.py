@@ -7,6 +7,8 @@ import math
 import torch
 from torch import Tensor
 
+from focalcal._checks import check_class_indices, check_scores
+
 
 def check_num_bins(num_bins: int) -> None:
     if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins < 1:
@@ -21,13 +23,7 @@ def checked_scores(scores: Tensor, from_probs: bool) -> Tensor:
     row-major order of ``(N, d1, ...)``. Half-precision scores are computed in float32.
     Logits must be finite; probabilities must lie in [0, 1] and sum to 1 over dim 1.
     """
-    if not isinstance(scores, Tensor) or not scores.is_floating_point():
-        got = scores.dtype if isinstance(scores, Tensor) else type(scores).__name__
-        raise ValueError(f"scores must be a floating-point tensor, got {got}")
-    if scores.dim() < 2:
-        raise ValueError(
-            f"scores must have shape (N, C) or (N, C, d1, ...), got {tuple(scores.shape)}"
-        )
+    check_scores(scores, "scores")
     num_classes = scores.shape[1]
     if scores.shape[0] * math.prod(scores.shape[2:]) == 0:
         raise ValueError("the input is empty: a metric needs at least one sample")
@@ -56,17 +52,7 @@ def checked(scores: Tensor, labels: Tensor, from_probs: bool) -> tuple[Tensor, T
     ``(N, d1, ...)``. The class count ``C`` comes from the scores' shape, never from the labels.
     """
     flat = checked_scores(scores, from_probs)
-    if not isinstance(labels, Tensor) or labels.is_floating_point() or labels.dtype == torch.bool:
-        got = labels.dtype if isinstance(labels, Tensor) else type(labels).__name__
-        raise ValueError(f"labels must be a tensor of class indices (an integer dtype), got {got}")
-    expected = (scores.shape[0], *scores.shape[2:])
-    if tuple(labels.shape) != expected:
-        raise ValueError(
-            f"labels shape {tuple(labels.shape)} does not match scores shape "
-            f"{tuple(scores.shape)}: expected {expected}"
-        )
-    if labels.device != scores.device:
-        raise ValueError(f"labels are on {labels.device} but scores are on {scores.device}")
+    check_class_indices(scores, labels, ("scores", "labels"))
     num_classes = flat.shape[1]
     labels = labels.reshape(-1).long()
     low, high = torch.aminmax(labels)
