@@ -112,7 +112,7 @@ def main() -> None:
         temperature = fit_temperature(predict(model, x[validation]), y[validation])
         logits = predict(model, x_test)
         before = calibration_report(logits, y_test)
-        after = calibration_report(logits / temperature, y_test)
+        after = calibration_report(logits, y_test, temperature=temperature)
         rows[name] = {
             "error %": 100 * before.error,
             "NLL": before.nll,

@@ -176,3 +176,16 @@ def test_two_gloo_processes_give_exactly_the_single_process_report(tmp_path):
     expected = json.loads(calibration_report(logits, labels, bootstrap_samples=25).to_json())
     for rank in range(2):
         assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == expected
+
+
+def test_temperature_travels_with_the_report():
+    logits, labels = data(500, seed=9)
+    report = calibration_report(logits, labels, temperature=2.5)
+    assert report.temperature == 2.5 and json.loads(report.to_json())["temperature"] == 2.5
+    assert report.ece == expected_calibration_error(logits / 2.5, labels).item()
+    assert calibration_report(logits, labels).temperature is None
+    for bad in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="temperature must be a finite float > 0"):
+            calibration_report(logits, labels, temperature=bad)
+    with pytest.raises(ValueError, match="from_probs"):
+        calibration_report(logits.softmax(1), labels, from_probs=True, temperature=2.0)

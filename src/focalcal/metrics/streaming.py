@@ -38,7 +38,8 @@ class CalibrationReport:
     ``ece_over`` and ``ece_under`` split ``ece`` into the bins where the model is over- and
     under-confident; ``signed_ece`` is their difference. The metrics that need per-sample
     values (AdaECE, the debiased ECE on the same equal-mass bins, the smooth ECE and its
-    automatic bandwidth) are ``None`` when the accumulator did not keep them. ``intervals``
+    automatic bandwidth) are ``None`` when the accumulator did not keep them. ``temperature``
+    is the T the logits were divided by, ``None`` without temperature scaling. ``intervals``
     maps a metric's name to its bootstrap ``(low, high)`` interval.
     """
 
@@ -58,6 +59,7 @@ class CalibrationReport:
     debiased_ece: float | None = None
     smooth_ece: float | None = None
     smooth_ece_bandwidth: float | None = None
+    temperature: float | None = None
     intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -86,8 +88,15 @@ class CalibrationAccumulator:
         num_bins: int = 15,
         from_probs: bool = False,
         keep_samples: bool = True,
+        temperature: float | None = None,
     ) -> None:
         check_num_bins(num_bins)
+        if temperature is not None and (from_probs or not 0.0 < temperature < math.inf):
+            raise ValueError(
+                f"temperature must be a finite float > 0 applied to logits (from_probs=False), "
+                f"got {temperature!r} with from_probs={from_probs}"
+            )
+        self.temperature = temperature
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
         self.num_classes, self.num_bins = num_classes, num_bins
@@ -111,6 +120,8 @@ class CalibrationAccumulator:
                 f"scores have {scores.shape[1]} classes, the accumulator {self.num_classes}"
             )
         flat, labels = checked(scores, labels, self.from_probs)
+        if self.temperature is not None:
+            flat = flat / self.temperature
         probs = flat if self.from_probs else torch.softmax(flat, dim=1)  # as probabilities() does
         check_sample_count(self.num_samples + len(labels))
         confidence, correct = top_label_of(flat, probs, labels)
@@ -214,6 +225,7 @@ class CalibrationAccumulator:
             signed_ece=float(top.signed_calibration_error()),
             ece_over=float(over),
             ece_under=float(under),
+            temperature=self.temperature,
             **per_sample,
         )
 
@@ -281,8 +293,10 @@ def calibration_report(
     bootstrap_samples: int = 0,
     level: float = 0.95,
     seed: int = 0,
+    temperature: float | None = None,
 ) -> CalibrationReport:
-    """Every metric of ``(scores, labels)`` in one :class:`CalibrationReport`.
+    """Every metric of ``(scores, labels)`` in one :class:`CalibrationReport`; with
+    ``temperature``, of ``logits / temperature``, and the report records T.
 
     Example:
         >>> import torch
@@ -291,6 +305,6 @@ def calibration_report(
         (100, True)
     """
     num_classes = scores.shape[1] if isinstance(scores, Tensor) and scores.dim() >= 2 else 1
-    accumulator = CalibrationAccumulator(num_classes, num_bins, from_probs)
+    accumulator = CalibrationAccumulator(num_classes, num_bins, from_probs, temperature=temperature)
     accumulator.update(scores, labels)
     return accumulator.compute(bootstrap_samples, level, seed)
