@@ -67,13 +67,18 @@ def checked(scores: Tensor, labels: Tensor, from_probs: bool) -> tuple[Tensor, T
 def probabilities(scores: Tensor, labels: Tensor, from_probs: bool) -> tuple[Tensor, Tensor]:
     """Checked ``(probs (M, C), labels (M,))``; see :func:`checked`."""
     scores, labels = checked(scores, labels, from_probs)
-    return (scores if from_probs else torch.softmax(scores, dim=1)), labels
+    return probabilities_of(scores, from_probs), labels
+
+
+def probabilities_of(scores: Tensor, from_probs: bool) -> Tensor:
+    """The probabilities of checked ``(M, C)`` scores, computed one way for every metric."""
+    return scores if from_probs else torch.softmax(scores, dim=1)
 
 
 def top_label(scores: Tensor, labels: Tensor, from_probs: bool) -> tuple[Tensor, Tensor]:
     """Checked top-label ``(confidence (M,), correct (M,) bool)``; see :func:`checked`."""
     flat, labels = checked(scores, labels, from_probs)
-    return top_label_of(flat, flat if from_probs else torch.softmax(flat, dim=1), labels)
+    return top_label_of(flat, probabilities_of(flat, from_probs), labels)
 
 
 def top_label_of(scores: Tensor, probs: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:

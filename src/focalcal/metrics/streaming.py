@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from focalcal.metrics._inputs import check_num_bins, checked, top_label_of
+from focalcal.metrics._inputs import check_num_bins, checked, probabilities_of, top_label_of
 from focalcal.metrics.binning import (
     SCALE,
     Bins,
@@ -115,14 +115,14 @@ class CalibrationAccumulator:
 
     def update(self, scores: Tensor, labels: Tensor) -> None:
         """Add a batch: scores ``(N, C)`` or ``(N, C, d1, ...)`` and labels ``(N, ...)``."""
-        if scores.dim() >= 2 and scores.shape[1] != self.num_classes:
-            raise ValueError(
-                f"scores have {scores.shape[1]} classes, the accumulator {self.num_classes}"
-            )
         flat, labels = checked(scores, labels, self.from_probs)
+        if flat.shape[1] != self.num_classes:
+            raise ValueError(
+                f"scores have {flat.shape[1]} classes, the accumulator {self.num_classes}"
+            )
         if self.temperature is not None:
             flat = flat / self.temperature
-        probs = flat if self.from_probs else torch.softmax(flat, dim=1)  # as probabilities() does
+        probs = probabilities_of(flat, self.from_probs)
         check_sample_count(self.num_samples + len(labels))
         confidence, correct = top_label_of(flat, probs, labels)
         edges = equal_width_edges(self.num_bins, probs.dtype, probs.device)
@@ -137,11 +137,12 @@ class CalibrationAccumulator:
         one_hot = torch.zeros_like(probs).scatter_(1, labels.unsqueeze(1), 1.0)
         brier = (probs.double() - one_hot).square().sum(1)
         finite = nll.isfinite()
-        whole = torch.where(finite, nll, 0.0).floor()
+        finite_nll = torch.where(finite, nll, 0.0)
+        whole = finite_nll.floor()
         totals = torch.stack([  # whole numbers in float64, exact in any order (see binning)
             correct.sum(dtype=torch.float64),
             whole.sum(),
-            to_fixed_point(torch.where(finite, nll, 0.0) - whole).sum(),
+            to_fixed_point(finite_nll - whole).sum(),
             to_fixed_point(brier).sum(),
             (~finite).sum(dtype=torch.float64),
         ])  # fmt: skip
