@@ -1,0 +1,180 @@
+"""One name per dataset: ``load_dataset("cifar10", split="val")`` gives tensors ready to batch."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from focalcal.data import cifar, idx, svhn, tiny_imagenet
+from focalcal.data.dataset import Dataset
+from focalcal.data.splits import SPLIT_SEED, VALIDATION_FRACTION, train_validation_indices
+
+Root = str | os.PathLike[str] | None
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """How to read a dataset's official splits; ``official_validation``: it has its own
+    validation split (otherwise "val" is a seeded 10 % of the training set)."""
+
+    read: Callable[..., Dataset]  # (root, split, download, **options) -> Dataset
+    description: str
+    official_validation: bool = False
+
+
+def _fashion_mnist(root: Root, split: str, download: bool) -> Dataset:
+    x, y = idx.load_fashion_mnist(root, split, download=download)
+    return Dataset(x, y, idx.CLASSES, idx.MEAN, idx.STD)
+
+
+def _cifar(name: str, mean: tuple[float, ...], std: tuple[float, ...]) -> Callable[..., Dataset]:
+    def read(root: Root, split: str, download: bool) -> Dataset:
+        x, y, classes = cifar.load_cifar(name, root, split, download=download)
+        return Dataset(x, y, classes, mean, std)
+
+    return read
+
+
+def _cifar10_c(
+    root: Root, split: str, download: bool, corruption: str = "gaussian_noise", severity: int = 5
+) -> Dataset:
+    if split != "test":
+        raise ValueError(f"CIFAR-10-C has only a test split, got split={split!r}")
+    x, y = cifar.load_cifar10_c(corruption, severity, root, download=download)
+    classes = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+               "truck")  # fmt: skip
+    return Dataset(x, y, classes, cifar.CIFAR10_MEAN, cifar.CIFAR10_STD)
+
+
+def _svhn(root: Root, split: str, download: bool) -> Dataset:
+    x, y = svhn.load_svhn(root, split, download=download)
+    return Dataset(x, y, svhn.CLASSES, svhn.MEAN, svhn.STD)
+
+
+def _tiny_imagenet(root: Root, split: str, download: bool) -> Dataset:
+    x, y, classes = tiny_imagenet.load_tiny_imagenet(root, split, download=download)
+    return Dataset(x, y, classes, tiny_imagenet.MEAN, tiny_imagenet.STD)
+
+
+def _mnist1d(root: Root, split: str, download: bool, seed: int = 42) -> Dataset:
+    from focalcal.data.mnist1d import CLASSES, generate_mnist1d
+
+    x, y = generate_mnist1d(split, seed)
+    return Dataset(x, y, CLASSES, (0.0,), (1.0,))  # generated standardised
+
+
+def _digits(root: Root, split: str, download: bool) -> Dataset:
+    from focalcal.data.digits import CLASSES, load_digits
+
+    x, y = load_digits(split)
+    return Dataset(x, y, CLASSES, (0.3056,), (0.3761,))  # training-split pixel statistics
+
+
+def _newsgroups(root: Root, split: str, download: bool, **options: Any) -> Dataset:
+    from focalcal.data.newsgroups import load_20newsgroups
+
+    return load_20newsgroups(root, split, download, **options)
+
+
+def _sst(root: Root, split: str, download: bool, **options: Any) -> Dataset:
+    from focalcal.data.sst import load_sst
+
+    return load_sst(root, split, download, **options)
+
+
+DATASETS: dict[str, DatasetEntry] = {
+    "fashion-mnist": DatasetEntry(
+        _fashion_mnist, "Fashion-MNIST, 28×28 grey, 10 classes, 60 000 + 10 000 (IDX files; "
+        "found in /usr/share/datasets/fashion-mnist where Debian installs them)"),
+    "cifar10": DatasetEntry(
+        _cifar("cifar10", cifar.CIFAR10_MEAN, cifar.CIFAR10_STD),
+        "CIFAR-10, 32×32 colour, 10 classes, 50 000 + 10 000 (python pickle archive)"),
+    "cifar100": DatasetEntry(
+        _cifar("cifar100", cifar.CIFAR100_MEAN, cifar.CIFAR100_STD),
+        "CIFAR-100, 32×32 colour, 100 fine classes, 50 000 + 10 000 (python pickle archive)"),
+    "cifar10-c": DatasetEntry(
+        _cifar10_c, "CIFAR-10-C test images under one corruption (options corruption=, "
+        "severity= 1–5; default gaussian_noise at 5, the paper's OOD set)"),
+    "svhn": DatasetEntry(
+        _svhn, "SVHN cropped digits, 32×32 colour, 73 257 + 26 032 (.mat files)"),
+    "tiny-imagenet": DatasetEntry(
+        _tiny_imagenet, "Tiny-ImageNet-200, 64×64 colour, 200 classes, 100 000 + 10 000 "
+        "(the official validation set as test)"),
+    "mnist1d": DatasetEntry(
+        _mnist1d, "MNIST-1D, 40-point signals, 10 classes, 4 000 + 1 000 (generated, no files)"),
+    "digits": DatasetEntry(
+        _digits, "scikit-learn's digits, 8×8 grey, 10 classes, 1 438 + 359 (bundled file)"),
+    "20newsgroups": DatasetEntry(
+        _newsgroups, "20 Newsgroups (bydate), token ids, 20 classes, 11 314 + 7 532"),
+    "sst": DatasetEntry(
+        _sst, "Stanford Sentiment Treebank, binary, trees as (N, M, 3) tensors; train/dev/test",
+        official_validation=True),
+}  # fmt: skip
+
+
+def dataset_names() -> list[str]:
+    """The registered dataset names.
+
+    >>> "cifar10" in dataset_names()
+    True
+    """
+    return list(DATASETS)
+
+
+def load_dataset(
+    name: str,
+    root: Root = None,
+    split: str = "train",
+    *,
+    subset: int | None = None,
+    seed: int = SPLIT_SEED,
+    validation_fraction: float = VALIDATION_FRACTION,
+    download: bool = False,
+    corruption: str | None = None,
+    severity: int = 5,
+    **options: Any,
+) -> Dataset:
+    """One split of a registered dataset as tensors.
+
+    ``split``: ``"train"`` and ``"val"`` are the seeded split of the official training set
+    (``validation_fraction`` held out, the same on every machine for a given ``seed``) unless the
+    dataset has an official validation split; ``"test"`` is the official test set.
+    ``subset``: keep the first ``subset`` samples (of the shuffled training part, or of the
+    official order). ``corruption``/``severity``: apply a CIFAR-10-C-style corruption
+    (see :mod:`focalcal.data.corruptions`) to the images, seeded by ``seed``. ``root``: where
+    the files are (default ``$FOCALCAL_DATA`` or ``~/.cache/focalcal``); ``download``: fetch
+    missing files. ``options`` go to the dataset's reader (e.g. ``vocabulary_size``).
+
+    >>> data = load_dataset("mnist1d", split="val")
+    >>> len(data), data.inputs.dtype, data.classes[:3]
+    (400, torch.float32, ('0', '1', '2'))
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    entry = DATASETS[name]
+    if split == "test" or entry.official_validation:
+        data = entry.read(root, split, download, **options)
+    else:
+        full = entry.read(root, "train", download, **options)
+        train, validation = train_validation_indices(len(full), validation_fraction, seed)
+        data = full.select(train if split == "train" else validation)
+    if subset is not None:
+        if not 1 <= subset <= len(data):
+            raise ValueError(
+                f"subset must lie in [1, {len(data)}] for {name} {split}, got {subset}"
+            )
+        data = data.select(torch.arange(subset))
+    if corruption is not None:
+        from focalcal.data.corruptions import corrupt
+
+        generator = torch.Generator().manual_seed(seed)
+        data = Dataset(corrupt(data.inputs, corruption, severity, generator), data.labels,
+                       data.classes, data.mean, data.std, data.vocabulary)  # fmt: skip
+    return data
