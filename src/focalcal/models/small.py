@@ -1,0 +1,69 @@
+"""Small, fast nets for the CPU-sized experiments: Fashion-MNIST images and MNIST-1D signals.
+
+Both keep PyTorch's default init, as the example and the numbers in the design notes did.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+
+class SmallCNN(nn.Module):
+    """Two 3×3 conv + ReLU + 2×2 max-pool stages (32, 64 channels), then a 256-unit hidden layer:
+    images ``(N, in_channels, image_size, image_size)`` -> logits ``(N, num_classes)``.
+
+    824,458 parameters for 28×28 grey images and 10 classes (the Fashion-MNIST example's net).
+
+    Raises:
+        ValueError: if ``image_size`` is not a positive multiple of 4 (the two 2×2 pools).
+    """
+
+    def __init__(self, num_classes: int, in_channels: int = 1, image_size: int = 28) -> None:
+        super().__init__()
+        if image_size < 4 or image_size % 4:
+            raise ValueError(f"image_size must be a positive multiple of 4, got {image_size}")
+        self.layers = nn.Sequential(
+            nn.Conv2d(in_channels, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(64 * (image_size // 4) ** 2, 256),
+            nn.ReLU(),
+            nn.Linear(256, num_classes),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Images ``(N, in_channels, image_size, image_size)`` -> logits ``(N, num_classes)``."""
+        logits: Tensor = self.layers(x)
+        return logits
+
+
+class CNN1d(nn.Module):
+    """Three 1-D conv + ReLU layers (32 channels, then 64 and 64 at stride 2) and a linear
+    read-out of the flattened features: signals ``(N, in_channels, length)`` -> logits
+    ``(N, num_classes)``. The read-out keeps positions, which MNIST-1D's digits depend on.
+
+    25,162 parameters for MNIST-1D (one channel, length 40, 10 classes); about 95 % test
+    accuracy there after 30 epochs of SGD on its 4,000 training signals.
+    """
+
+    def __init__(self, num_classes: int, in_channels: int = 1, length: int = 40) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Conv1d(in_channels, 32, 5, padding=2),
+            nn.ReLU(),
+            nn.Conv1d(32, 64, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv1d(64, 64, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(64 * -(-length // 4), num_classes),  # each stride-2 conv: ceil(length / 2)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Signals ``(N, in_channels, length)`` -> logits ``(N, num_classes)``."""
+        logits: Tensor = self.layers(x)
+        return logits
