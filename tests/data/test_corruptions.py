@@ -60,7 +60,7 @@ def test_the_cifar_10_c_names_are_there():
     assert required | {"brightness", "pixelate", "jpeg_compression"} <= set(CORRUPTIONS)
 
 
-@pytest.mark.parametrize(("severity", "std"), enumerate([0.04, 0.06, 0.08, 0.09, 0.10], 1))
+@pytest.mark.parametrize(("severity", "std"), list(enumerate([0.04, 0.06, 0.08, 0.09, 0.10], 1)))
 def test_gaussian_noise_has_the_published_std(severity, std):
     noisy = corrupt(grey(128), "gaussian_noise", severity, seeded()).double() / 255
     assert abs(noisy.mean() - 128 / 255) < 0.002
@@ -81,7 +81,7 @@ def test_shot_noise_keeps_the_mean_with_poisson_variance(level, severity, photon
     )
 
 
-@pytest.mark.parametrize(("severity", "amount"), enumerate([0.01, 0.02, 0.03, 0.05, 0.07], 1))
+@pytest.mark.parametrize(("severity", "amount"), list(enumerate([0.01, 0.02, 0.03, 0.05, 0.07], 1)))
 def test_impulse_noise_flips_the_published_fraction_half_to_black_half_to_white(severity, amount):
     noisy = corrupt(grey(128, n=16), "impulse_noise", severity, seeded())
     assert set(noisy.unique().tolist()) <= {0, 128, 255}
@@ -95,7 +95,7 @@ def test_speckle_noise_scales_with_the_pixel():
 
 
 @pytest.mark.parametrize("channels", [1, 3])
-@pytest.mark.parametrize(("severity", "factor"), enumerate([0.75, 0.5, 0.4, 0.3, 0.15], 1))
+@pytest.mark.parametrize(("severity", "factor"), list(enumerate([0.75, 0.5, 0.4, 0.3, 0.15], 1)))
 def test_contrast_matches_the_formula(channels, severity, factor):
     images = natural(4, channels)
     x = images.double().numpy() / 255
@@ -106,7 +106,7 @@ def test_contrast_matches_the_formula(channels, severity, factor):
     assert (out == expected).mean() > 0.99
 
 
-@pytest.mark.parametrize(("severity", "shift"), enumerate([0.05, 0.1, 0.15, 0.2, 0.3], 1))
+@pytest.mark.parametrize(("severity", "shift"), list(enumerate([0.05, 0.1, 0.15, 0.2, 0.3], 1)))
 def test_brightness_raises_the_hsv_value(severity, shift):
     pixels = torch.randint(0, 256, (1, 3, 10, 20), generator=seeded(), dtype=torch.uint8)
     pixels[0, :, 0, :3] = torch.tensor([[0, 255, 250], [0, 255, 3], [0, 255, 3]])
@@ -169,7 +169,7 @@ def reference_disk(radius, alias_blur):
 DISKS = [(0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1.0, 0.2), (1.5, 0.1)]
 
 
-@pytest.mark.parametrize(("severity", "disk"), enumerate(DISKS, 1))
+@pytest.mark.parametrize(("severity", "disk"), list(enumerate(DISKS, 1)))
 def test_defocus_blur_spreads_a_point_into_the_disk(severity, disk):
     point = torch.zeros(1, 1, 33, 33, dtype=torch.uint8)
     point[0, 0, 16, 16] = 255
@@ -179,7 +179,7 @@ def test_defocus_blur_spreads_a_point_into_the_disk(severity, disk):
     assert corrupt(point, "defocus_blur", severity).sum() == pytest.approx(255, abs=8)
 
 
-@pytest.mark.parametrize(("severity", "disk"), enumerate(DISKS, 1))
+@pytest.mark.parametrize(("severity", "disk"), list(enumerate(DISKS, 1)))
 def test_defocus_blur_filters_like_cv2_with_mirrored_borders(severity, disk):
     images = natural(2, 3)
     # scipy's "mirror" is cv2's BORDER_REFLECT_101.
@@ -192,7 +192,7 @@ def test_defocus_blur_filters_like_cv2_with_mirrored_borders(severity, disk):
     assert corrupt(flat, "defocus_blur", severity).equal(flat)
 
 
-@pytest.mark.parametrize(("severity", "sigma"), enumerate([0.4, 0.6, 0.7, 0.8, 1.0], 1))
+@pytest.mark.parametrize(("severity", "sigma"), list(enumerate([0.4, 0.6, 0.7, 0.8, 1.0], 1)))
 def test_gaussian_blur_matches_scipy(severity, sigma):
     images = natural(2, 3)
     expected = scipy.ndimage.gaussian_filter(
