@@ -518,7 +518,7 @@ def test_tiny_imagenet_round_trip_and_cache(tmp_path, monkeypatch):
         _check_tiny(images, labels, expected)
         Dataset(images, labels, classes)
     assert (tmp_path / f"{TOP}.train.pt").is_file() and (tmp_path / f"{TOP}.test.pt").is_file()
-    assert not list(tmp_path.glob("*.part"))  # written atomically
+    assert not list(tmp_path.glob(".*.tmp"))  # written atomically
 
     def fail(*args, **kwargs):
         raise AssertionError("decoded again instead of reading the cache")
@@ -534,17 +534,18 @@ def test_tiny_imagenet_interrupted_cache_write_leaves_no_cache(tmp_path, monkeyp
     _install(monkeypatch, tiny_imagenet, "ARCHIVE", _tiny_imagenet_zip(tmp_path))
 
     def crash(obj, file, *args, **kwargs):
-        Path(file).write_bytes(b"half a cache")
+        file.write(b"half a cache")
         raise OSError("disk full")
 
     with monkeypatch.context() as patch:
         patch.setattr(torch, "save", crash)
         with pytest.raises(OSError, match="disk full"):
             tiny_imagenet.load_tiny_imagenet(tmp_path, "test")
-    assert not (tmp_path / f"{TOP}.test.pt").exists()  # only the .part file, never read
+    assert not (tmp_path / f"{TOP}.test.pt").exists()
+    assert not list(tmp_path.glob(".*.tmp"))  # the temporary file is removed too
     images, labels, _ = tiny_imagenet.load_tiny_imagenet(tmp_path, "test")
     _check_tiny(images, labels, VAL)
-    assert (tmp_path / f"{TOP}.test.pt").is_file() and not list(tmp_path.glob("*.part"))
+    assert (tmp_path / f"{TOP}.test.pt").is_file() and not list(tmp_path.glob(".*.tmp"))
 
 
 def test_tiny_imagenet_cache_is_tied_to_the_archive(tmp_path, monkeypatch):

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from focalcal._io import atomic_write
 from focalcal.data.download import RemoteFile, fetch
 
 ARCHIVE = RemoteFile(
@@ -88,8 +89,7 @@ def load_tiny_imagenet(
         if stored.get("archive_md5") == ARCHIVE.md5:
             return stored["images"], stored["labels"], tuple(stored["classes"])
     images, labels, classes = _read(path, split)
-    partial = cache.with_name(cache.name + ".part")
-    torch.save({"images": images, "labels": labels, "classes": list(classes),
-                "archive_md5": ARCHIVE.md5}, partial)  # fmt: skip
-    os.replace(partial, cache)
+    stored = {"images": images, "labels": labels, "classes": list(classes),
+              "archive_md5": ARCHIVE.md5}  # fmt: skip
+    atomic_write(cache, lambda file: torch.save(stored, file))
     return images, labels, classes

@@ -1,0 +1,7 @@
+"""``python -m focalcal``: the command line."""
+
+import sys
+
+from focalcal.cli import main
+
+sys.exit(main())

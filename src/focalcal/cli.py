@@ -1,0 +1,185 @@
+"""The command line: ``focalcal train | evaluate | reproduce | gamma | list``.
+
+Exit status: 0 on success, 2 for bad arguments (argparse's convention), 1 when a run fails; an
+error is one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from focalcal._io import tomllib
+from focalcal.engine.config import TrainConfig
+
+
+class UsageError(ValueError):
+    """A bad argument value: exit status 2."""
+
+
+def _overrides(pairs: Sequence[str]) -> dict[str, Any]:
+    """``key=value`` pairs, each value in TOML syntax (``lr=0.05``, ``milestones=[10, 20]``,
+    ``loss="fl-3"``; a bare word is a string; ``none`` unsets an optional field)."""
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set expects key=value, got {pair!r}")
+        if text.strip().lower() in ("none", "null"):
+            values[key.strip()] = None
+            continue
+        try:
+            values[key.strip()] = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            values[key.strip()] = text  # a bare word: a string
+    return values
+
+
+def _config(args: argparse.Namespace) -> TrainConfig:
+    from focalcal.experiments.presets import preset
+
+    try:
+        config = TrainConfig.load(args.config) if args.config else preset(args.preset)
+        names = ("dataset", "model", "loss", "epochs", "subset", "seed", "device")
+        flags = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+        return config.replace(**flags, **_overrides(args.set))
+    except (ValueError, TypeError, FileNotFoundError) as error:
+        raise UsageError(str(error)) from None
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, default_preset: str) -> None:
+    parser.add_argument(
+        "--preset",
+        default=default_preset,
+        help=f"a named protocol (default {default_preset}; see `focalcal list`)",
+    )
+    parser.add_argument(
+        "--config", type=Path, help="a TOML or YAML TrainConfig (replaces --preset)"
+    )
+    parser.add_argument("--dataset")
+    parser.add_argument("--model")
+    parser.add_argument("--loss")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--subset", type=int, help="training samples to keep")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--device", help="auto (default), cpu, cuda, cuda:1 ...")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any TrainConfig field, its value in TOML syntax (repeatable)",
+    )
+
+
+def _train(args: argparse.Namespace) -> None:
+    from focalcal.engine.train import train
+
+    result = train(_config(args), args.run_dir, resume=args.resume, progress=not args.quiet)
+    print(json.dumps(result, indent=2))
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from focalcal.engine.evaluate import evaluate
+
+    evaluate(args.run_dir, checkpoint=args.checkpoint, objective=args.objective, ood=args.ood,
+             bootstrap_samples=args.bootstrap, device=args.device)  # fmt: skip
+    print((Path(args.run_dir) / "evaluation.md").read_text(), end="")
+
+
+def _reproduce(args: argparse.Namespace) -> None:
+    from focalcal.experiments.reproduce import DEFAULT_LOSSES, grid, reproduce
+
+    base = _config(args)
+    configs = grid(base, args.losses or DEFAULT_LOSSES, args.models or (), args.datasets or ())
+    out = args.out or Path("runs") / f"reproduce-{args.preset}"
+    ood = args.ood if args.ood is not None else ["corruption:gaussian_noise:5"]
+    reproduce(configs, out, ood=ood, objective=args.objective, progress=not args.quiet)
+    print((out / "tables.md").read_text(), end="")
+    print(f"\ntables, figures and runs in {out}/")
+
+
+def _gamma(args: argparse.Namespace) -> None:
+    from focalcal.losses import gamma_for_threshold
+
+    try:
+        print(f"{gamma_for_threshold(args.p0):.6g}")
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+def _list(args: argparse.Namespace) -> None:
+    from focalcal.data import dataset_names
+    from focalcal.experiments.presets import PRESETS
+    from focalcal.losses import loss_names
+    from focalcal.models import model_names
+
+    for title, names in (("losses", loss_names()), ("models", model_names()),
+                         ("datasets", dataset_names()), ("presets", list(PRESETS))):  # fmt: skip
+        print(f"{title}: {', '.join(names)}")
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``focalcal`` command."""
+    main = argparse.ArgumentParser(prog="focalcal", description=__doc__.splitlines()[0])
+    commands = main.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train one run into RUN_DIR")
+    train.add_argument("run_dir", type=Path)
+    _add_config_flags(train, "fashion-mnist")
+    train.add_argument("--resume", action="store_true", help="continue RUN_DIR's last checkpoint")
+    train.add_argument("--quiet", action="store_true")
+    train.set_defaults(handler=_train)
+
+    evaluate = commands.add_parser("evaluate", help="calibration before and after T of a run")
+    evaluate.add_argument("run_dir", type=Path)
+    evaluate.add_argument("--checkpoint", choices=("last", "best"), default="last")
+    evaluate.add_argument("--objective", choices=("ece", "nll"), default="ece",
+                          help="fit T by the paper's ECE grid (default) or by NLL")  # fmt: skip
+    evaluate.add_argument("--ood", nargs="*", default=[],
+                          help="OOD sets: dataset names or corruption:NAME:SEVERITY")  # fmt: skip
+    evaluate.add_argument("--bootstrap", type=int, default=0, help="bootstrap resamples")
+    evaluate.add_argument("--device", default="cpu")
+    evaluate.set_defaults(handler=_evaluate)
+
+    reproduce = commands.add_parser("reproduce", help="the paper's comparison: a grid of runs")
+    _add_config_flags(reproduce, "fashion-mnist")
+    reproduce.add_argument(
+        "--losses", nargs="+", help="default: ce brier mmce ls-0.05 fl-3 flsd-53"
+    )
+    reproduce.add_argument("--models", nargs="+")
+    reproduce.add_argument("--datasets", nargs="+")
+    reproduce.add_argument("--ood", nargs="*", help="default: corruption:gaussian_noise:5")
+    reproduce.add_argument("--objective", choices=("ece", "nll"), default="ece")
+    reproduce.add_argument("--out", type=Path, help="default: runs/reproduce-PRESET")
+    reproduce.add_argument("--quiet", action="store_true")
+    reproduce.set_defaults(handler=_reproduce)
+
+    gamma = commands.add_parser("gamma", help="the Lambert-W γ for a probability threshold")
+    gamma.add_argument("--p0", type=float, required=True, help="threshold in (0, 0.5)")
+    gamma.set_defaults(handler=_gamma)
+
+    listing = commands.add_parser("list", help="registered losses, models, datasets, presets")
+    listing.set_defaults(handler=_list)
+    return main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = parser().parse_args(argv)
+    try:
+        args.handler(args)
+    except UsageError as error:
+        print(f"focalcal {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"focalcal {args.command}: interrupted", file=sys.stderr)
+        return 1
+    except Exception as error:  # a failed run: one clear line, not a traceback
+        print(f"focalcal {args.command}: error: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    return 0

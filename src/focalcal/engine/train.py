@@ -1,0 +1,249 @@
+"""The training loop: tensor-resident batches, the step, the schedules, per-epoch validation
+and analysis, atomic checkpoints, exact resumption.
+
+A run directory holds ``config.toml``, ``log.jsonl`` (one JSON record per epoch),
+``checkpoints/last.pt`` (every epoch), ``checkpoints/best.pt`` (best validation accuracy) and,
+once finished, ``result.json``. Each checkpoint carries the model, the optimiser, the schedule,
+the RNG state and the log so far, so ``resume=True`` continues a killed run from its last
+epoch and ends with the same weights as an uninterrupted run (on deterministic CPU kernels).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from focalcal._io import atomic_write_text
+from focalcal.data import BatchLoader, Dataset, load_dataset
+from focalcal.engine.checkpoint import load_checkpoint, save_checkpoint
+from focalcal.engine.config import TrainConfig
+from focalcal.losses import build_loss
+from focalcal.models import build_model
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"``: CUDA when available, else the CPU; any other name as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def load_splits(config: TrainConfig) -> dict[str, Dataset]:
+    """The run's ``train``, ``val`` and ``test`` splits (subsets as configured)."""
+    subsets = {"train": config.subset, "val": config.val_subset, "test": None}
+    return {
+        split: load_dataset(config.dataset, config.root, split, subset=subset)
+        for split, subset in subsets.items()
+    }
+
+
+def model_for(config: TrainConfig, data: Dataset) -> nn.Module:
+    """The configured model sized for ``data`` (classes, channels, image size, vocabulary)."""
+    options = dict(config.model_options)
+    if data.vocabulary is not None:
+        options.setdefault("vocab_size", len(data.vocabulary))
+        return build_model(config.model, len(data.classes), **options)
+    shape = data.inputs.shape
+    return build_model(config.model, len(data.classes), shape[1], shape[2], **options)
+
+
+def load_model(
+    run_dir: str | os.PathLike[str], which: str = "last", device: str | torch.device = "cpu"
+) -> tuple[nn.Module, TrainConfig]:
+    """The model of a run's ``last`` or ``best`` checkpoint, in eval mode, and its config."""
+    state = load_checkpoint(Path(run_dir) / "checkpoints" / f"{which}.pt")
+    config = TrainConfig.from_dict(state["config"])
+    train = load_dataset(config.dataset, config.root, "train", subset=config.subset)
+    model = model_for(config, train)
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), config
+
+
+@torch.no_grad()
+def predict(model: nn.Module, batches: BatchLoader) -> Tensor:
+    """The model's logits for every batch, concatenated, in float32."""
+    was_training = model.training
+    model.eval()
+    logits = torch.cat([model(x).float() for x, _ in batches])
+    model.train(was_training)
+    return logits
+
+
+def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    parameters, decay = model.parameters(), config.weight_decay
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(parameters, config.lr, momentum=config.momentum, weight_decay=decay)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(parameters, config.lr, weight_decay=decay)
+    return torch.optim.Adagrad(parameters, config.lr, weight_decay=decay)
+
+
+def _classifier_norm(model: nn.Module) -> float:
+    """The norm of the last linear layer's weight (the paper's Figure 5)."""
+    layers = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    return float(layers[-1].weight.detach().norm()) if layers else math.nan
+
+
+def analysis(logits: Tensor, labels: Tensor) -> dict[str, float]:
+    """Accuracy, NLL, NLL of the right and of the wrong predictions, mean entropy."""
+    log_probs = logits.log_softmax(1)
+    nll = F.nll_loss(log_probs, labels, reduction="none")
+    right = log_probs.argmax(1) == labels
+    entropy = -(log_probs.exp() * log_probs).sum(1)
+    return {
+        "accuracy": float(right.double().mean()),
+        "nll": float(nll.double().mean()),
+        "nll_correct": float(nll[right].double().mean()) if right.any() else math.nan,
+        "nll_incorrect": float(nll[~right].double().mean()) if (~right).any() else math.nan,
+        "entropy": float(entropy.double().mean()),
+    }
+
+
+def train_epoch(
+    model: nn.Module,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: Iterable[tuple[Tensor, Tensor]],
+    config: TrainConfig,
+    autocast: contextlib.AbstractContextManager[Any] | None = None,
+) -> Tensor:
+    """One pass over ``batches``: forward, loss, backward, clipping, step. Returns the summed
+    loss over the samples as a 0-d tensor on the device (read it once, after the epoch)."""
+    model.train()
+    total = torch.zeros((), device=next(model.parameters()).device)
+    for x, y in batches:
+        with autocast or contextlib.nullcontext():
+            loss = criterion(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        total += loss.detach() * (1 if config.reduction == "sum" else len(y))
+    return total
+
+
+def _check_resumable(config: TrainConfig, stored: dict[str, Any], path: Path) -> None:
+    differ = sorted(k for k, v in config.to_dict().items() if stored.get(k) != v)
+    if differ:
+        raise ValueError(
+            f"{path} was trained with another config (differs in {differ}); resume with the "
+            "same config or train into another directory"
+        )
+
+
+def train(
+    config: TrainConfig, run_dir: str | os.PathLike[str], *, resume: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:  # fmt: skip
+    """Train ``config`` into ``run_dir``; returns (and writes to ``result.json``) a summary.
+
+    ``resume``: continue from ``checkpoints/last.pt`` if there is one (the config must be
+    the same). Without it, a directory that already holds a checkpoint is an error.
+    """
+    run_dir = Path(run_dir)
+    last, best = run_dir / "checkpoints" / "last.pt", run_dir / "checkpoints" / "best.pt"
+    state = None
+    if last.exists():
+        if not resume:
+            raise ValueError(f"{run_dir} already holds a run: pass resume=True or another dir")
+        state = load_checkpoint(last)
+        _check_resumable(config, state["config"], last)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config.save(run_dir / "config.toml")
+
+    device = resolve_device(config.device)
+    data = load_splits(config)
+    torch.manual_seed(config.seed)
+    model = model_for(config, data["train"]).to(device)
+    cuda = device.type == "cuda"
+    if cuda:
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    criterion = build_loss(config.loss, reduction=config.reduction, **config.loss_options)
+    optimizer = _optimizer(config, model)
+    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, config.milestones, config.lr_decay)
+    history: list[dict[str, Any]] = []
+    best_accuracy = -1.0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        torch.set_rng_state(state["rng"])
+        history, best_accuracy = state["history"], state["best_accuracy"]
+
+    batches = BatchLoader(data["train"], config.batch_size, shuffle=True, augment=config.augment,
+                          seed=config.seed, device=device, channels_last=cuda)  # fmt: skip
+    validation = BatchLoader(data["val"], config.eval_batch_size, device=device)
+    samples = len(data["test"]) if config.analysis_samples is None else config.analysis_samples
+    probe = data["test"].select(torch.arange(min(samples, len(data["test"]))))
+    test = BatchLoader(probe, config.eval_batch_size, device=device) if len(probe) else None
+    step_model: nn.Module = model
+    if config.compile and cuda:
+        step_model = torch.compile(model)  # type: ignore[assignment]
+    bf16 = config.precision == "bf16" or (config.precision == "auto" and cuda)
+    autocast = torch.autocast(device.type, torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+    for epoch in range(len(history), config.epochs):
+        start = time.perf_counter()
+        set_epoch = getattr(criterion, "set_epoch", None)
+        if set_epoch is not None:  # γ schedules (FLSc-531)
+            set_epoch(epoch, config.epochs)
+        batches.set_epoch(epoch)
+        steps = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
+                     disable=not progress or None)  # fmt: skip
+        total = train_epoch(step_model, criterion, optimizer, steps, config, autocast)
+        lr = optimizer.param_groups[0]["lr"]
+        schedule.step()
+        val = analysis(predict(model, validation), validation.labels)
+        record: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "lr": lr,
+            "train_loss": float(total) / len(data["train"]),
+            **{f"val_{k}": v for k, v in val.items() if k in ("accuracy", "nll")},
+        }
+        if test is not None:
+            record |= {
+                f"test_{k}": v for k, v in analysis(predict(model, test), test.labels).items()
+            }
+        record |= {"weight_norm": _classifier_norm(model), "seconds": time.perf_counter() - start}
+        history.append(record)
+        if not math.isfinite(record["train_loss"]):
+            raise FloatingPointError(
+                f"epoch {epoch + 1}: the training loss is {record['train_loss']}; the last good "
+                f"checkpoint is {last if last.exists() else 'none'}"
+            )
+        improved = val["accuracy"] > best_accuracy
+        best_accuracy = max(best_accuracy, val["accuracy"])
+        checkpoint = {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(), "rng": torch.get_rng_state(),
+            "config": config.to_dict(), "history": history, "best_accuracy": best_accuracy,
+            "epoch": epoch + 1,
+        }  # fmt: skip
+        save_checkpoint(last, checkpoint)
+        if improved:
+            save_checkpoint(best, checkpoint)
+        atomic_write_text(run_dir / "log.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+        if progress:
+            print(f"epoch {epoch + 1}/{config.epochs}: loss {record['train_loss']:.4f}, "
+                  f"val acc {val['accuracy']:.4f}, {record['seconds']:.1f} s")  # fmt: skip
+
+    best_epoch = max(history, key=lambda r: r["val_accuracy"])["epoch"]
+    result = {
+        "epochs": config.epochs, "best_epoch": best_epoch, "best_val_accuracy": best_accuracy,
+        "final_val_accuracy": history[-1]["val_accuracy"],
+        "seconds": sum(r["seconds"] for r in history), "device": str(device),
+    }  # fmt: skip
+    atomic_write_text(run_dir / "result.json", json.dumps(result, indent=2))
+    return result

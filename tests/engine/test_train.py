@@ -1,0 +1,85 @@
+"""The training loop: the files of a run, exact resumption, refusing to mix runs."""
+
+import json
+
+import pytest
+import torch
+
+from focalcal.data import BatchLoader
+from focalcal.engine import train as train_module
+from focalcal.engine.checkpoint import load_checkpoint
+from focalcal.engine.config import TrainConfig
+from focalcal.engine.train import load_model, predict, train
+
+TINY = TrainConfig(dataset="fashion-mnist", subset=256, val_subset=128, epochs=3, batch_size=64,
+                   milestones=[2], analysis_samples=200, loss="flsc-531", augment=True,
+                   device="cpu")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    run = tmp_path_factory.mktemp("run")
+    return run, train(TINY, run, progress=False)
+
+
+def test_a_run_writes_its_config_log_checkpoints_and_result(finished):
+    run, result = finished
+    assert TrainConfig.load(run / "config.toml") == TINY
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert records[0]["lr"] == 0.1 and records[2]["lr"] == pytest.approx(0.01)
+    for key in ("train_loss", "val_accuracy", "val_nll", "test_nll", "test_nll_correct",
+                "test_nll_incorrect", "test_entropy", "weight_norm", "seconds"):  # fmt: skip
+        assert all(key in r for r in records), key
+    assert json.loads((run / "result.json").read_text()) == result
+    assert result["best_epoch"] == max(records, key=lambda r: r["val_accuracy"])["epoch"]
+    assert not list(run.rglob("*.tmp"))
+    last = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert last["epoch"] == 3 and last["history"] == records
+    best = load_checkpoint(run / "checkpoints" / "best.pt")
+    assert best["epoch"] == result["best_epoch"]
+
+
+def test_the_logged_validation_accuracy_is_the_models(finished):
+    run, _ = finished
+    model, config = load_model(run, "last")
+    validation = train_module.load_splits(config)["val"]
+    logits = predict(model, BatchLoader(validation, 1000))
+    accuracy = float((logits.argmax(1) == validation.labels).double().mean())
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert accuracy == pytest.approx(records[-1]["val_accuracy"], abs=1e-12)
+
+
+def test_resume_after_an_interruption_ends_like_an_uninterrupted_run(
+    finished, tmp_path, monkeypatch
+):
+    run, _ = finished
+    write = train_module.atomic_write_text
+
+    def interrupt_after_two_epochs(path, text):
+        write(path, text)
+        if path.name == "log.jsonl" and text.count("\n") == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "atomic_write_text", interrupt_after_two_epochs)
+    with pytest.raises(KeyboardInterrupt):
+        train(TINY, tmp_path, progress=False)
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["epoch"] == 2
+    monkeypatch.setattr(train_module, "atomic_write_text", write)
+    train(TINY, tmp_path, resume=True, progress=False)
+    resumed = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    straight = load_checkpoint(run / "checkpoints" / "last.pt")
+    for name, tensor in straight["model"].items():
+        assert torch.equal(resumed["model"][name], tensor), name
+    for a, b in zip(resumed["history"], straight["history"], strict=True):
+        assert {k: v for k, v in a.items() if k != "seconds"} == {
+            k: v for k, v in b.items() if k != "seconds"
+        }
+
+
+def test_a_run_directory_is_not_overwritten_or_resumed_with_another_config(finished):
+    run, _ = finished
+    with pytest.raises(ValueError, match="already holds a run"):
+        train(TINY, run, progress=False)
+    with pytest.raises(ValueError, match=r"another config \(differs in \['lr'\]\)"):
+        train(TINY.replace(lr=0.05), run, resume=True, progress=False)

@@ -1,0 +1,63 @@
+"""The command line: exit codes, one-line errors, train and list."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from focalcal.cli import main
+from focalcal.engine.config import TrainConfig
+
+
+def test_gamma_prints_the_lambert_w_gamma(capsys):
+    assert main(["gamma", "--p0", "0.2"]) == 0
+    assert capsys.readouterr().out.strip() == "4.85055"
+
+
+def test_list_names_every_registry(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for word in ("flsd-53", "resnet110", "cifar10-c", "paper-cifar10"):
+        assert word in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["gamma", "--p0", "0.7"], "p0 must lie in (0, 0.5)"),
+        (["train", "RUN", "--set", "lr=-1"], "lr must be positive"),
+        (["train", "RUN", "--set", "lr"], "--set expects key=value"),
+        (["train", "RUN", "--preset", "imagenet"], "unknown preset 'imagenet'"),
+        (["train", "RUN", "--set", "colour=1"], "unknown config keys"),
+    ],
+)
+def test_bad_values_exit_2_with_one_line(argv, message, capsys, tmp_path):
+    argv = [str(tmp_path / a) if a == "RUN" else a for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_bad_flags_exit_2_from_argparse():
+    result = subprocess.run([sys.executable, "-m", "focalcal", "train"], capture_output=True,
+                            text=True)  # fmt: skip
+    assert result.returncode == 2 and "run_dir" in result.stderr
+
+
+def test_a_failing_run_exits_1_with_one_line(capsys, tmp_path):
+    argv = ["train", str(tmp_path / "run"), "--dataset", "cifar10", "--set", "root='/nowhere'"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "FileNotFoundError" in err and "cifar-10-python.tar.gz" in err
+    assert err.count("\n") == 1
+
+
+def test_train_applies_flags_and_overrides(tmp_path, capsys):
+    run = tmp_path / "run"
+    argv = ["train", str(run), "--subset", "128", "--epochs", "1", "--quiet", "--loss", "fl-3"]
+    argv += ["--set", "val_subset=64", "--set", "analysis_samples=0", "--set", "milestones=[]"]
+    assert main(argv) == 0
+    config = TrainConfig.load(run / "config.toml")
+    assert (config.subset, config.epochs, config.loss, config.val_subset) == (128, 1, "fl-3", 64)
+    assert json.loads(capsys.readouterr().out)["epochs"] == 1
