@@ -1,5 +1,44 @@
-"""Reports: reliability diagrams (matplotlib, optional: ``pip install 'focalcal[plots]'``)."""
+"""Reports: reliability diagrams and training curves (matplotlib, optional:
+``pip install 'focalcal[plots]'``) and paper-style tables (Markdown, LaTeX, JSON)."""
 
-from focalcal.report.plots import plot_reliability, reliability_figure, save_reliability_diagram
+from focalcal.report.plots import (
+    nll_curves_figure,
+    plot_nll_curves,
+    plot_reliability,
+    reliability_figure,
+    save_figure,
+    save_reliability_diagram,
+)
+from focalcal.report.tables import (
+    Cell,
+    Table,
+    build_tables,
+    evaluation_markdown,
+    json_tables,
+    latex_tables,
+    markdown_tables,
+    result_row,
+    table_latex,
+    table_markdown,
+    write_tables,
+)
 
-__all__ = ["plot_reliability", "reliability_figure", "save_reliability_diagram"]
+__all__ = [
+    "Cell",
+    "Table",
+    "build_tables",
+    "evaluation_markdown",
+    "json_tables",
+    "latex_tables",
+    "markdown_tables",
+    "nll_curves_figure",
+    "plot_nll_curves",
+    "plot_reliability",
+    "reliability_figure",
+    "result_row",
+    "save_figure",
+    "save_reliability_diagram",
+    "table_latex",
+    "table_markdown",
+    "write_tables",
+]

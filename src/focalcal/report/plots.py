@@ -1,4 +1,5 @@
-"""Reliability diagrams: per-bin accuracy against confidence, with the confidence histogram.
+"""Reliability diagrams (per-bin accuracy against confidence, with the confidence histogram)
+and training curves (test NLL per epoch, the paper's Figure 2), written atomically.
 
 matplotlib is optional (``pip install 'focalcal[plots]'``) and imported only when a figure is
 drawn. Figures are plain :class:`matplotlib.figure.Figure` objects rendered with Agg: pyplot and
@@ -8,8 +9,7 @@ drawn. Figures are plain :class:`matplotlib.figure.Figure` objects rendered with
 from __future__ import annotations
 
 import os
-import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from focalcal._io import atomic_write
 from focalcal.metrics.binning import SCALE, Bins
 from focalcal.metrics.calibration import reliability_bins
 
@@ -130,30 +131,7 @@ def save_reliability_diagram(
         ...     path.name, path.read_bytes()[:4]
         ('cifar10.png', b'\\x89PNG')
     """
-    path = Path(path)
-    figure_format = path.suffix[1:].lower() or "png"
-    figure = reliability_figure(panels, figsize=figsize)
-    supported = figure.canvas.get_supported_filetypes()
-    if figure_format not in supported:
-        raise ValueError(
-            f"cannot write {str(path)!r}: unknown image format {figure_format!r}; "
-            f"use one of {', '.join(sorted(supported))}"
-        )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A fresh name in the same directory keeps the rename on one file system; os.open with
-    # 0o666 lets the umask decide the permissions as for any new file (mkstemp forces 0o600).
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    try:
-        with os.fdopen(os.open(temporary, flags, 0o666), "wb") as file:
-            figure.savefig(file, format=figure_format, dpi=dpi)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    return path
+    return save_figure(reliability_figure(panels, figsize=figsize), path, dpi=dpi)
 
 
 def plot_reliability(
@@ -187,13 +165,152 @@ def plot_reliability(
     )
 
 
+def save_figure(figure: Figure, path: str | os.PathLike[str], *, dpi: float = 200) -> Path:
+    """Write a matplotlib ``figure`` to ``path`` atomically, in the format of its suffix
+    (``.png``, ``.pdf``, ``.svg`` …; PNG without one); returns ``path`` as a Path.
+
+    Example:
+        >>> import tempfile
+        >>> from matplotlib.figure import Figure
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     save_figure(Figure(), Path(tmp) / "empty.svg").suffix
+        '.svg'
+    """
+    path = Path(path)
+    figure_format = path.suffix[1:].lower() or "png"
+    supported = figure.canvas.get_supported_filetypes()
+    if figure_format not in supported:
+        raise ValueError(
+            f"cannot write {str(path)!r}: unknown image format {figure_format!r}; "
+            f"use one of {', '.join(sorted(supported))}"
+        )
+    return atomic_write(path, lambda file: figure.savefig(file, format=figure_format, dpi=dpi))
+
+
+# Paul Tol's "bright" scheme: one colour per run, told apart under colour-vision deficiency.
+CURVE_COLORS = ("#4477AA", "#EE6677", "#228833", "#CCBB44", "#66CCEE", "#AA3377", "#BBBBBB")
+# (title, y label, [(log key, line style, legend label)]) per panel of plot_nll_curves
+_CURVE_PANELS: tuple[tuple[str, str, tuple[tuple[str, str, str], ...]], ...] = (
+    ("Test NLL", "NLL", (("test_nll", "-", ""),)),
+    ("Test NLL of correct and incorrect predictions", "NLL",
+     (("test_nll_correct", "-", "correct"), ("test_nll_incorrect", "--", "incorrect"))),
+    ("Test entropy", "Entropy (nats)", (("test_entropy", "-", ""),)),
+)  # fmt: skip
+# Without the per-epoch test analysis, the validation NLL (always logged) takes its place.
+_FALLBACK_PANEL = ("Validation NLL", "NLL", (("val_nll", "-", ""),))
+
+
+def nll_curves_figure(
+    histories: Mapping[str, Sequence[Mapping[str, Any]]],
+    *,
+    figsize: tuple[float, float] | None = None,
+) -> Figure:
+    """Training curves per run, one line each, as in the paper's Figure 2.
+
+    ``histories`` maps a run's name (e.g. its loss) to its per-epoch records, as in a run's
+    ``log.jsonl``: each has ``epoch`` and some of ``test_nll``, ``test_nll_correct``,
+    ``test_nll_incorrect``, ``test_entropy`` (``val_nll`` stands in for ``test_nll`` when no
+    record has it). One panel per quantity present: the test NLL; the test NLL of the correct
+    (solid) and of the incorrect (dashed) predictions; the mean test entropy.
+
+    Example:
+        >>> log = [{"epoch": 1, "test_nll": 0.9}, {"epoch": 2, "test_nll": 0.7}]
+        >>> figure = nll_curves_figure({"ce": log, "fl-3": log})
+        >>> [axes.get_title() for axes in figure.axes]
+        ['Test NLL']
+    """
+    _check_histories(histories)
+    _require_matplotlib()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    present = {key for history in histories.values() for record in history for key in record}
+    panels = [p for p in _CURVE_PANELS if any(key in present for key, _, _ in p[2])]
+    if not any(title == "Test NLL" for title, _, _ in panels):
+        panels.insert(0, _FALLBACK_PANEL)
+    size = figsize or (_PANEL_SIZE[0] * len(panels), 3.2)
+    figure = Figure(figsize=size, layout="constrained")
+    FigureCanvasAgg(figure)
+    grid = figure.subplots(1, len(panels), squeeze=False)[0]
+    for axes, (title, ylabel, series) in zip(grid, panels, strict=True):
+        _draw_curves(axes, histories, series)
+        axes.set_title(title, fontsize=_FONT_SIZE + 1)
+        axes.set_xlabel("Epoch", fontsize=_FONT_SIZE)
+        axes.set_ylabel(ylabel, fontsize=_FONT_SIZE)
+        axes.tick_params(labelsize=_FONT_SIZE)
+    figure.legend(
+        handles=_line_handles([(str(name), "-", color) for name, color in _colors(histories)]),
+        loc="outside lower center",
+        ncols=min(len(histories), 6),
+        fontsize=_FONT_SIZE,
+        frameon=False,
+    )
+    return figure
+
+
+def plot_nll_curves(
+    histories: Mapping[str, Sequence[Mapping[str, Any]]],
+    path: str | os.PathLike[str],
+    *,
+    figsize: tuple[float, float] | None = None,
+    dpi: float = 200,
+) -> Path:
+    """Draw :func:`nll_curves_figure` and write it atomically to ``path`` (format from the
+    suffix, as :func:`save_figure`); returns ``path`` as a Path.
+
+    Example:
+        >>> import tempfile
+        >>> log = [{"epoch": e, "test_nll": 1 / e, "test_entropy": 0.5} for e in (1, 2, 3)]
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     plot_nll_curves({"ce": log}, Path(tmp) / "nll.png").read_bytes()[:4]
+        b'\\x89PNG'
+    """
+    return save_figure(nll_curves_figure(histories, figsize=figsize), path, dpi=dpi)
+
+
+def _check_histories(histories: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
+    if len(histories) == 0:
+        raise ValueError("histories is empty: pass at least one {name: records} entry")
+    for name, history in histories.items():
+        if len(history) == 0 or not all("epoch" in record for record in history):
+            raise ValueError(f"history {name!r} must be a non-empty list of records with 'epoch'")
+        if not any(key in record for record in history for key in ("test_nll", "val_nll")):
+            raise ValueError(f"history {name!r} has neither 'test_nll' nor 'val_nll'")
+
+
+def _colors(histories: Mapping[str, Any]) -> list[tuple[str, str]]:
+    return [(name, CURVE_COLORS[i % len(CURVE_COLORS)]) for i, name in enumerate(histories)]
+
+
+def _draw_curves(
+    axes: Axes,
+    histories: Mapping[str, Sequence[Mapping[str, Any]]],
+    series: Sequence[tuple[str, str, str]],
+) -> None:
+    for name, color in _colors(histories):
+        for key, style, _ in series:
+            points = [(record["epoch"], record[key]) for record in histories[name] if key in record]
+            if points:
+                axes.plot(*zip(*points, strict=True), linestyle=style, color=color)
+    if len(series) > 1:  # the line styles need a key of their own; the colours are the runs'
+        styles = [(label, style, "#333333") for _, style, label in series]
+        axes.legend(handles=_line_handles(styles), fontsize=_FONT_SIZE, frameon=False)
+
+
+def _line_handles(lines: Sequence[tuple[str, Any, str]]) -> list[Any]:
+    """Legend entries from (label, line style, colour); styles as matplotlib spells them."""
+    from matplotlib.lines import Line2D
+
+    return [
+        Line2D([], [], color=color, linestyle=style, label=label) for label, style, color in lines
+    ]
+
+
 def _require_matplotlib() -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError as error:
-        raise ImportError(
-            "reliability diagrams need matplotlib: pip install 'focalcal[plots]'"
-        ) from error
+        raise ImportError("figures need matplotlib: pip install 'focalcal[plots]'") from error
 
 
 def _check_panels(panels: Mapping[str, Bins]) -> None:

@@ -1,0 +1,278 @@
+"""Evaluate a trained run the paper's way: calibration before and after temperature scaling
+(T fitted on the validation split), and OOD detection by AUROC.
+
+``evaluate(run_dir)`` writes three files into the run directory, each atomically:
+
+- ``evaluation.json``: the schema below, numbers as fractions (percentages only in tables);
+- ``evaluation.md``: the same numbers as a small Markdown table;
+- ``reliability.png``: reliability diagrams of the test split, before | after T.
+
+``evaluation.json``::
+
+    {
+      "version": 1,
+      "run": "/abs/path/to/run",          # the run directory
+      "dataset": "fashion-mnist", "model": "small-cnn", "loss": "flsd-53",
+      "checkpoint": "last",               # or "best"
+      "epoch": 30,                        # the checkpoint's epoch
+      "objective": "ece",                 # what T minimised on the validation split
+      "temperature": 1.1,
+      "val_samples": 1000,                # how many samples T was fitted on
+      "test": {"before": {...}, "after": {...}},   # CalibrationReport.to_dict() of test logits
+                                                   # and of test logits / T
+      "ood": {                            # one entry per OOD set, keyed by its spec
+        "svhn": {
+          "num_samples": 26032,
+          "entropy": {"before": 0.95, "after": 0.96},     # AUROC, OOD = positive class
+          "confidence": {"before": 0.94, "after": 0.95}
+        }
+      }
+    }
+
+An OOD set is named by a spec: a dataset name (its test split, e.g. ``"svhn"``) or
+``"corruption:<name>:<severity>"`` (the in-distribution test split under a
+:mod:`focalcal.data.corruptions` corruption, e.g. ``"corruption:gaussian_noise:5"``). Its inputs
+are normalised with the in-distribution mean and std: the model only ever saw inputs
+normalised that way, and the paper feeds SVHN to CIFAR models exactly so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from focalcal._io import atomic_write_text
+from focalcal.data import CORRUPTIONS, BatchLoader, Dataset, dataset_names, load_dataset
+from focalcal.engine.checkpoint import load_checkpoint
+from focalcal.engine.config import TrainConfig
+from focalcal.engine.train import load_model, load_splits, predict, resolve_device
+from focalcal.metrics import calibration_report, ood_auroc, reliability_bins
+from focalcal.metrics.ood import OODScore
+from focalcal.report.plots import save_reliability_diagram
+from focalcal.report.tables import evaluation_markdown
+from focalcal.scaling import Objective, fit_temperature
+
+CHECKPOINTS = ("last", "best")
+OBJECTIVES = ("ece", "nll")
+OOD_SCORES: tuple[OODScore, ...] = ("entropy", "confidence")
+EVALUATION_FILES = ("evaluation.json", "evaluation.md", "reliability.png")
+
+
+class OODSource(NamedTuple):
+    """Where an OOD set comes from: a dataset's test split (``dataset``), or the
+    in-distribution test split (``dataset`` None) under ``corruption`` at ``severity``."""
+
+    dataset: str | None
+    corruption: str | None = None
+    severity: int = 5
+
+
+def parse_ood(spec: str) -> OODSource:
+    """Check an OOD spec without loading any data; unknown names are a ``ValueError``.
+
+    Example:
+        >>> parse_ood("svhn")
+        OODSource(dataset='svhn', corruption=None, severity=5)
+        >>> parse_ood("corruption:gaussian_noise:3")
+        OODSource(dataset=None, corruption='gaussian_noise', severity=3)
+    """
+    kind, _, rest = spec.partition(":")
+    if kind != "corruption":
+        if spec not in dataset_names():
+            raise ValueError(
+                f"unknown OOD set {spec!r}: use a dataset ({', '.join(dataset_names())}) or "
+                "'corruption:<name>:<severity>'"
+            )
+        return OODSource(spec)
+    name, _, severity = rest.partition(":")
+    if name not in CORRUPTIONS:
+        raise ValueError(f"OOD set {spec!r}: unknown corruption {name!r}; known: {CORRUPTIONS}")
+    if severity not in ("1", "2", "3", "4", "5"):
+        raise ValueError(f"OOD set {spec!r}: severity must be 1 to 5, got {severity!r}")
+    return OODSource(None, name, int(severity))
+
+
+def ood_dataset(spec: str, config: TrainConfig, reference: Dataset) -> Dataset:
+    """The OOD set ``spec`` names, normalised like ``reference`` (the run's in-distribution
+    test split): same mean and std, and inputs of the same shape.
+
+    Example:
+        >>> config = TrainConfig(dataset="digits")
+        >>> test = load_dataset("digits", split="test")
+        >>> noisy = ood_dataset("corruption:gaussian_noise:5", config, test)
+        >>> len(noisy), noisy.mean == test.mean, noisy.inputs.equal(test.inputs)
+        (359, True, False)
+    """
+    source = parse_ood(spec)
+    if reference.vocabulary is not None:  # token ids of another vocabulary would mean nothing
+        raise ValueError(f"OOD set {spec!r}: OOD evaluation needs image or signal inputs")
+    try:
+        data = load_dataset(
+            source.dataset or config.dataset,
+            config.root,
+            "test",
+            corruption=source.corruption,
+            severity=source.severity,
+        )
+    except ValueError as error:  # e.g. a corruption of inputs that are not images
+        raise ValueError(f"OOD set {spec!r}: {error}") from error
+    if data.inputs.shape[1:] != reference.inputs.shape[1:]:
+        raise ValueError(
+            f"OOD set {spec!r} has inputs of shape {tuple(data.inputs.shape[1:])}, the model "
+            f"takes {tuple(reference.inputs.shape[1:])}"
+        )
+    return dataclasses.replace(data, mean=reference.mean, std=reference.std)
+
+
+def evaluate(
+    run_dir: str | os.PathLike[str],
+    *,
+    checkpoint: str = "last",
+    objective: Objective = "ece",
+    ood: Sequence[str] = (),
+    bootstrap_samples: int = 0,
+    device: str | torch.device = "cpu",
+    write: bool = True,
+) -> dict[str, Any]:
+    """Evaluate the ``checkpoint`` (``"last"`` or ``"best"``) of the run in ``run_dir``.
+
+    Fits T on the validation split by ``objective`` (``"ece"``: the paper's grid; ``"nll"``),
+    reports every calibration metric of the test split before and after T (with
+    ``bootstrap_samples`` resamples, 95 % intervals), and the AUROC of telling each ``ood`` set
+    (see :func:`parse_ood`) from the test split by softmax entropy and by max confidence, before
+    and after T. Returns the evaluation (the module docstring's schema); with ``write``, also
+    writes ``evaluation.json``, ``evaluation.md`` and (with matplotlib) ``reliability.png``.
+
+    Raises ``FileNotFoundError`` for a missing run directory or checkpoint, ``ValueError`` for
+    an unknown checkpoint, objective or OOD set.
+
+    Example:
+        >>> import tempfile
+        >>> from focalcal.engine.train import train
+        >>> config = TrainConfig(dataset="digits", subset=256, epochs=1)
+        >>> with tempfile.TemporaryDirectory() as run:
+        ...     _ = train(config, run, progress=False)
+        ...     result = evaluate(run, ood=["digits", "corruption:contrast:5"], write=False)
+        >>> result["ood"]["digits"]["entropy"]["before"]  # the test split against itself
+        0.5
+        >>> sorted(result["test"]["after"])[:4]
+        ['adaece', 'brier', 'classwise_ece', 'debiased_ece']
+    """
+    path = _checkpoint_path(run_dir, checkpoint)
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    for spec in ood:
+        parse_ood(spec)  # fail before the (slow) predictions
+    device = resolve_device(str(device))
+    model, config = load_model(run_dir, checkpoint, device)
+    splits = load_splits(config)
+    logits = {split: _logits(model, splits[split], config, device) for split in ("val", "test")}
+    labels = {split: splits[split].labels.to(device) for split in ("val", "test")}
+    temperature = fit_temperature(logits["val"], labels["val"], objective)
+    reports = {
+        when: calibration_report(
+            logits["test"], labels["test"], bootstrap_samples=bootstrap_samples, temperature=t
+        ).to_dict()
+        for when, t in (("before", None), ("after", temperature))
+    }
+    evaluation: dict[str, Any] = {
+        "version": 1,
+        "run": str(Path(run_dir).resolve()),
+        "dataset": config.dataset,
+        "model": config.model,
+        "loss": config.loss,
+        "checkpoint": checkpoint,
+        "epoch": int(load_checkpoint(path)["epoch"]),
+        "objective": objective,
+        "temperature": temperature,
+        "val_samples": len(labels["val"]),
+        "test": reports,
+        "ood": {},
+    }
+    for spec in ood:
+        data = ood_dataset(spec, config, splits["test"])
+        evaluation["ood"][spec] = _ood_entry(
+            logits["test"], _logits(model, data, config, device), temperature
+        )
+    if write:
+        write_evaluation(run_dir, evaluation, logits["test"], labels["test"])
+    return evaluation
+
+
+def write_evaluation(
+    run_dir: str | os.PathLike[str], evaluation: dict[str, Any], logits: Tensor, labels: Tensor
+) -> list[Path]:
+    """Write ``evaluation.json``, ``evaluation.md`` and, when matplotlib is installed,
+    ``reliability.png`` (test ``logits`` before | after the evaluation's T) into ``run_dir``,
+    each atomically; returns the paths written."""
+    run_dir = Path(run_dir)
+    written = [
+        atomic_write_text(run_dir / "evaluation.json", json.dumps(evaluation, indent=2) + "\n"),
+        atomic_write_text(run_dir / "evaluation.md", evaluation_markdown(evaluation)),
+    ]
+    # The numbers matter more than the picture: without the optional matplotlib, skip it.
+    if importlib.util.find_spec("matplotlib") is not None:
+        temperature = evaluation["temperature"]
+        panels = {
+            "before T": reliability_bins(logits, labels),
+            f"after T = {temperature:g}": reliability_bins(logits / temperature, labels),
+        }
+        written.append(save_reliability_diagram(panels, run_dir / "reliability.png"))
+    return written
+
+
+def is_evaluated(
+    run_dir: str | os.PathLike[str],
+    *,
+    checkpoint: str = "last",
+    objective: str = "ece",
+    ood: Sequence[str] = (),
+) -> bool:
+    """Whether ``run_dir`` holds an ``evaluation.json`` made with these settings, and from the
+    checkpoint's current epoch (a run trained further since needs evaluating again)."""
+    run_dir = Path(run_dir)
+    try:
+        evaluation = json.loads((run_dir / "evaluation.json").read_text())
+        epoch = load_checkpoint(run_dir / "checkpoints" / f"{checkpoint}.pt")["epoch"]
+    except (FileNotFoundError, ValueError):
+        return False
+    wanted = {"checkpoint": checkpoint, "objective": objective, "epoch": epoch}
+    return all(evaluation.get(k) == v for k, v in wanted.items()) and set(
+        evaluation.get("ood", {})
+    ) == set(ood)
+
+
+def _checkpoint_path(run_dir: str | os.PathLike[str], checkpoint: str) -> Path:
+    if checkpoint not in CHECKPOINTS:
+        raise ValueError(f"checkpoint must be one of {CHECKPOINTS}, got {checkpoint!r}")
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run directory {str(run_dir)!r} does not exist")
+    path = run_dir / "checkpoints" / f"{checkpoint}.pt"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"run {str(run_dir)!r} has no {checkpoint!r} checkpoint ({path}); train it first"
+        )
+    return path
+
+
+def _logits(model: nn.Module, data: Dataset, config: TrainConfig, device: torch.device) -> Tensor:
+    return predict(model, BatchLoader(data, config.eval_batch_size, device=device))
+
+
+def _ood_entry(in_logits: Tensor, out_logits: Tensor, temperature: float) -> dict[str, Any]:
+    entry: dict[str, Any] = {"num_samples": len(out_logits)}
+    for score in OOD_SCORES:
+        entry[score] = {
+            when: float(ood_auroc(in_logits / t, out_logits / t, score=score))
+            for when, t in (("before", 1.0), ("after", temperature))
+        }
+    return entry

@@ -1,0 +1,275 @@
+"""The paper's comparison as one call: train a grid of runs (losses × models × datasets),
+evaluate each, and write the paper-style tables and figures.
+
+Everything goes under ``out_dir``:
+
+- ``runs/<name>/``: one run directory per run (``config.toml``, ``log.jsonl``, ``checkpoints/``,
+  ``result.json`` from :func:`focalcal.engine.train.train`; ``evaluation.json``,
+  ``evaluation.md``, ``reliability.png`` from :func:`focalcal.engine.evaluate.evaluate`);
+- ``tables.md``, ``tables.tex``, ``tables.json``: :func:`focalcal.report.tables.write_tables`;
+- ``nll_curves.png``: test NLL per epoch of every run (:func:`focalcal.report.plot_nll_curves`);
+- ``figures.md``: a page showing ``nll_curves.png`` and every run's ``reliability.png``.
+
+The images need matplotlib; without it they (and their links) are left out.
+
+Calling :func:`reproduce` again continues where it stopped: a finished and evaluated run is
+skipped, an unfinished one resumes from its last checkpoint, a finished one evaluated with
+other settings (objective, checkpoint, OOD sets) is evaluated again.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import quote
+
+from focalcal._io import atomic_write_text
+from focalcal.data import dataset_names
+from focalcal.engine.config import TrainConfig
+from focalcal.engine.evaluate import OBJECTIVES, evaluate, is_evaluated, parse_ood
+from focalcal.engine.train import train
+from focalcal.losses import build_loss
+from focalcal.models import model_names
+from focalcal.report.plots import plot_nll_curves
+from focalcal.report.tables import (
+    format_percent,
+    format_temperature,
+    result_row,
+    write_tables,
+)
+from focalcal.scaling import Objective
+
+# The paper's Table 1 columns: cross-entropy, its three calibration baselines, FL-3, FLSD-53.
+DEFAULT_LOSSES = ("ce", "brier", "mmce", "ls-0.05", "fl-3", "flsd-53")
+
+
+def grid(
+    base: TrainConfig,
+    losses: Sequence[str] = DEFAULT_LOSSES,
+    models: Sequence[str] = (),
+    datasets: Sequence[str] = (),
+) -> dict[str, TrainConfig]:
+    """One config per (dataset, model, loss), named ``"<dataset>/<model>/<loss>"``; empty
+    ``models`` or ``datasets`` keep ``base``'s. Everything else comes from ``base``.
+
+    Example:
+        >>> list(grid(TrainConfig(), ["ce", "flsd-53"]))
+        ['fashion-mnist/small-cnn/ce', 'fashion-mnist/small-cnn/flsd-53']
+    """
+    if not losses:
+        raise ValueError("losses is empty: name at least one loss")
+    return {
+        f"{dataset}/{model}/{loss}": base.replace(dataset=dataset, model=model, loss=loss)
+        for dataset in datasets or (base.dataset,)
+        for model in models or (base.model,)
+        for loss in losses
+    }
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A grid spec for :func:`reproduce`: ``base`` crossed with ``losses``, ``models`` and
+    ``datasets`` as in :func:`grid`."""
+
+    base: TrainConfig = field(default_factory=TrainConfig)
+    losses: Sequence[str] = DEFAULT_LOSSES
+    models: Sequence[str] = ()
+    datasets: Sequence[str] = ()
+
+    def configs(self) -> dict[str, TrainConfig]:
+        """The grid's runs by name."""
+        return grid(self.base, self.losses, self.models, self.datasets)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> Grid:
+        """A grid from plain data (a TOML or YAML file): ``base`` a config mapping, the rest
+        lists of names; unknown keys are an error that names them.
+
+        Example:
+            >>> spec = Grid.from_dict({"base": {"epochs": 2}, "losses": ["ce", "fl-3"]})
+            >>> spec.base.epochs, list(spec.configs())[1]
+            (2, 'fashion-mnist/small-cnn/fl-3')
+        """
+        unknown = sorted(set(values) - {"base", "losses", "models", "datasets"})
+        if unknown:
+            raise ValueError(f"unknown grid keys {unknown}; known: base, losses, models, datasets")
+        base = TrainConfig.from_dict(dict(values.get("base", {})))
+        lists = {k: tuple(values[k]) for k in ("losses", "models", "datasets") if k in values}
+        return cls(base, **lists)
+
+
+def reproduce(
+    configs: Mapping[str, TrainConfig] | Grid,
+    out_dir: str | os.PathLike[str],
+    *,
+    ood: Sequence[str] = (),
+    objective: Objective = "ece",
+    checkpoint: str = "last",
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Train, evaluate and tabulate every run of ``configs`` (name → config, or a
+    :class:`Grid`) under ``out_dir`` (see the module docstring for the files).
+
+    Runs go in order; each is skipped when finished and evaluated with these settings,
+    resumed when unfinished, then evaluated (``checkpoint``, T fitted by ``objective``, AUROC
+    against each ``ood`` set). With ``progress``, prints one line per run. Returns the table
+    rows (:func:`focalcal.report.tables.result_row`), one per run, in order.
+
+    Everything is checked before the first run starts: run names (relative paths without
+    ``..``), losses, models, datasets and OOD specs must be known, and two runs may not share
+    a (dataset, model, loss), the cell of a table. A finished run whose stored config differs
+    from the one given is a ``ValueError``: train it into another ``out_dir``.
+
+    Example:
+        >>> import tempfile
+        >>> base = TrainConfig(dataset="digits", subset=256, epochs=1)
+        >>> with tempfile.TemporaryDirectory() as out:
+        ...     rows = reproduce(Grid(base, ["ce", "fl-3"]), out, progress=False)
+        ...     sorted(p.name for p in Path(out).iterdir())
+        ['figures.md', 'nll_curves.png', 'runs', 'tables.json', 'tables.md', 'tables.tex']
+        >>> [row["run"] for row in rows]
+        ['digits/small-cnn/ce', 'digits/small-cnn/fl-3']
+    """
+    runs = configs.configs() if isinstance(configs, Grid) else dict(configs)
+    _check_runs(runs, ood, objective)
+    out = Path(out_dir)
+    rows, histories = [], {}
+    for index, (name, config) in enumerate(runs.items(), 1):
+        start = time.perf_counter()
+        status, evaluation = _run(config, out / "runs" / name, ood, objective, checkpoint)
+        rows.append(result_row(evaluation, run=name))
+        histories[name] = read_history(out / "runs" / name)
+        if progress:
+            seconds = time.perf_counter() - start
+            print(
+                f"[{index}/{len(runs)}] {name}: {status} in {seconds:.1f} s; {_summary(rows[-1])}",
+                flush=True,
+            )
+    write_tables(rows, out)
+    curves = None
+    if importlib.util.find_spec("matplotlib") is not None:
+        curves = plot_nll_curves(_curve_labels(runs, histories), out / "nll_curves.png").name
+    images = {
+        name: (Path("runs") / name / "reliability.png").as_posix()
+        for name in runs
+        if (out / "runs" / name / "reliability.png").exists()
+    }
+    atomic_write_text(out / "figures.md", figures_page(rows, images, curves))
+    return rows
+
+
+def read_history(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The per-epoch records of a run's ``log.jsonl``."""
+    lines = (Path(run_dir) / "log.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def figures_page(
+    rows: Sequence[Mapping[str, Any]], images: Mapping[str, str], curves: str | None
+) -> str:
+    """The Markdown of ``figures.md``: the ``curves`` image, then per row its reliability
+    diagram ``images[row["run"]]`` (paths relative to the page) under its ECE before → after T.
+
+    Example:
+        >>> row = {"run": "a/ce", "ece_before": 0.0435, "ece_after": 0.0135, "temperature": 2.5}
+        >>> print(figures_page([row], {"a/ce": "runs/a/ce/reliability.png"}, None))
+        # Figures
+        <BLANKLINE>
+        ## Reliability diagrams, before | after temperature scaling
+        <BLANKLINE>
+        ### a/ce
+        <BLANKLINE>
+        ECE 4.35 % → 1.35 % (T = 2.5)
+        <BLANKLINE>
+        ![a/ce](runs/a/ce/reliability.png)
+        <BLANKLINE>
+    """
+    lines = ["# Figures", ""]
+    if curves is not None:
+        lines += ["## Test NLL per epoch", "", f"![Test NLL per epoch]({quote(curves)})", ""]
+    lines += ["## Reliability diagrams, before | after temperature scaling", ""]
+    for row in rows:
+        name = str(row["run"])
+        ece = f"ECE {format_percent(row['ece_before'])} % → {format_percent(row['ece_after'])} %"
+        lines += [f"### {name}", "", f"{ece} (T = {format_temperature(row['temperature'])})", ""]
+        if name in images:
+            lines += [f"![{name}]({quote(images[name])})", ""]
+    return "\n".join(lines)
+
+
+def _check_runs(runs: Mapping[str, TrainConfig], ood: Sequence[str], objective: str) -> None:
+    """Fail before hours of training, not after: every name and setting checked up front."""
+    if not runs:
+        raise ValueError("configs is empty: give at least one run")
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    for spec in ood:
+        parse_ood(spec)
+    cells: dict[tuple[str, str, str], str] = {}
+    for name, config in runs.items():
+        parts = PurePosixPath(name).parts
+        if not parts or name.startswith("/") or "\\" in name or {".", ".."} & set(parts):
+            raise ValueError(f"run name {name!r} must be a relative path without '.' or '..'")
+        if config.dataset not in dataset_names():
+            raise ValueError(f"run {name!r}: unknown dataset {config.dataset!r}")
+        if config.model.lower() not in model_names():
+            raise ValueError(f"run {name!r}: unknown model {config.model!r}")
+        try:
+            build_loss(config.loss, **config.loss_options)
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"run {name!r}: {error}") from error
+        cell = (config.dataset, config.model, config.loss)
+        if cell in cells:
+            raise ValueError(
+                f"runs {cells[cell]!r} and {name!r} are both {'/'.join(cell)}: a table has one "
+                "cell per dataset, model and loss"
+            )
+        cells[cell] = name
+
+
+def _run(
+    config: TrainConfig,
+    run_dir: Path,
+    ood: Sequence[str],
+    objective: Objective,
+    checkpoint: str,
+) -> tuple[str, dict[str, Any]]:
+    """Skip, train, resume or evaluate one run; returns what was done and its evaluation."""
+    finished = (run_dir / "result.json").exists()
+    if finished:  # train() checks the config of a run it resumes; a skipped run needs it here
+        stored = TrainConfig.load(run_dir / "config.toml").to_dict()
+        differ = sorted(k for k, v in config.to_dict().items() if stored[k] != v)
+        if differ:
+            raise ValueError(f"{run_dir} was trained with another config (differs in {differ})")
+        if is_evaluated(run_dir, checkpoint=checkpoint, objective=objective, ood=ood):
+            return "skipped", json.loads((run_dir / "evaluation.json").read_text())
+        status = "evaluated"
+    else:
+        status = "resumed" if (run_dir / "checkpoints" / "last.pt").exists() else "trained"
+        train(config, run_dir, resume=True, progress=False)
+    return status, evaluate(
+        run_dir, checkpoint=checkpoint, objective=objective, ood=ood, device=config.device
+    )
+
+
+def _summary(row: Mapping[str, Any]) -> str:
+    return (
+        f"error {format_percent(row['error'])} %, ECE {format_percent(row['ece_before'])} → "
+        f"{format_percent(row['ece_after'])} % (T = {format_temperature(row['temperature'])})"
+    )
+
+
+def _curve_labels(
+    runs: Mapping[str, TrainConfig], histories: Mapping[str, list[dict[str, Any]]]
+) -> dict[str, list[dict[str, Any]]]:
+    """Histories keyed by loss when every run shares one dataset and model (the paper's
+    Figure 2), else by run name."""
+    if len({(config.dataset, config.model) for config in runs.values()}) == 1:
+        return {runs[name].loss: history for name, history in histories.items()}
+    return dict(histories)

@@ -1,0 +1,391 @@
+"""Paper-style result tables as Markdown, LaTeX (booktabs) and JSON.
+
+The input is a list of rows, one per run, made by :func:`result_row` from a run's
+``evaluation.json`` (see :mod:`focalcal.engine.evaluate`): ``run``, ``dataset``, ``model``,
+``loss``, ``temperature``, ``error``, ``<metric>_before`` / ``<metric>_after`` for ``nll``,
+``ece``, ``adaece``, ``classwise_ece``, ``mce``, ``brier``, and
+``ood = {spec: {"entropy" | "confidence": {"before": auroc, "after": auroc}}}``, all fractions.
+
+:func:`build_tables` lays them out as the paper does: one table per metric (ECE, AdaECE,
+Classwise-ECE, test error, NLL, and the entropy AUROC of every OOD set), a row per
+(dataset, model), a column per loss. Markdown and LaTeX show percentages with two decimals;
+a cell reads ``4.35 → 1.35 (2.5)`` in Markdown (before → after temperature scaling (T)) and
+takes a Pre T and a Post T column in LaTeX. JSON keeps the unrounded fractions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from focalcal._io import atomic_write_text
+
+Row = Mapping[str, Any]
+Setting = tuple[str, str]  # (dataset, model)
+
+# metric key -> its name in tables; NLL and Brier are not fractions of samples, so they read
+# "× 100" where the others read "%" (the paper prints NLL × 100 as well).
+TITLES = {
+    "error": "Test error (%)",
+    "nll": "NLL (×100)",
+    "ece": "ECE (%)",
+    "adaece": "AdaECE (%)",
+    "classwise_ece": "Classwise-ECE (%)",
+    "mce": "MCE (%)",
+    "brier": "Brier (×100)",
+}
+REPORT_METRICS = ("nll", "ece", "adaece", "classwise_ece", "mce", "brier")
+TABLE_METRICS = ("ece", "adaece", "classwise_ece", "error", "nll")
+LOSS_LABELS = {"ce": "CE", "brier": "Brier", "mmce": "MMCE", "mmce-weighted": "MMCE (weighted)"}
+MISSING = "–"  # an en dash: no run, or a metric the run did not compute
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "×": r"$\times$",
+    "–": "--",
+}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run's value of a metric as fractions: ``before`` and, for metrics that temperature
+    scaling changes, ``after`` T and T itself."""
+
+    before: float | None
+    after: float | None = None
+    temperature: float | None = None
+
+
+@dataclass(frozen=True)
+class Table:
+    """A paper-style table: ``cells[(dataset, model, loss)]``, rows in ``settings`` order,
+    columns in ``losses`` order; ``scaled``: the cells hold before and after T."""
+
+    key: str
+    title: str
+    scaled: bool
+    settings: tuple[Setting, ...]
+    losses: tuple[str, ...]
+    cells: Mapping[tuple[str, str, str], Cell]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The table as JSON-ready data, values as unrounded fractions."""
+        cells = [
+            {"dataset": d, "model": m, "loss": loss, **vars(cell)}
+            for (d, m, loss), cell in self.cells.items()
+        ]
+        settings = [{"dataset": d, "model": m} for d, m in self.settings]
+        return {
+            "key": self.key,
+            "title": self.title,
+            "scaled": self.scaled,
+            "settings": settings,
+            "losses": list(self.losses),
+            "cells": cells,
+        }
+
+
+def result_row(evaluation: Mapping[str, Any], run: str | None = None) -> dict[str, Any]:
+    """The table row of one ``evaluation.json`` (fractions); ``run`` names it (default: the
+    evaluation's run directory).
+
+    Example:
+        >>> report = {"error": 0.05, "nll": 0.2, "ece": 0.04, "adaece": 0.04,
+        ...           "classwise_ece": 0.01, "mce": 0.2, "brier": 0.08}
+        >>> evaluation = {"run": "runs/ce", "dataset": "cifar10", "model": "resnet50",
+        ...               "loss": "ce", "checkpoint": "last", "objective": "ece",
+        ...               "temperature": 2.5, "test": {"before": report, "after": report},
+        ...               "ood": {"svhn": {"num_samples": 9, "entropy": {"before": 0.9}}}}
+        >>> row = result_row(evaluation)
+        >>> row["run"], row["ece_before"], row["ood"]
+        ('runs/ce', 0.04, {'svhn': {'entropy': {'before': 0.9}}})
+    """
+    before, after = evaluation["test"]["before"], evaluation["test"]["after"]
+    row: dict[str, Any] = {"run": run if run is not None else evaluation["run"]}
+    for key in ("dataset", "model", "loss", "checkpoint", "objective", "temperature"):
+        row[key] = evaluation[key]
+    row["error"] = before["error"]
+    for metric in REPORT_METRICS:
+        row[f"{metric}_before"], row[f"{metric}_after"] = before[metric], after[metric]
+    row["ood"] = {
+        spec: {score: value for score, value in entry.items() if isinstance(value, Mapping)}
+        for spec, entry in evaluation.get("ood", {}).items()
+    }
+    return row
+
+
+def build_tables(rows: Sequence[Row]) -> list[Table]:
+    """The paper's tables of ``rows``: ECE, AdaECE, Classwise-ECE, test error, NLL, then the
+    entropy AUROC of each OOD set. Rows, columns and OOD sets keep the order of first
+    appearance; two rows for one (dataset, model, loss) are a ``ValueError`` naming them."""
+    seen: dict[tuple[str, str, str], str] = {}
+    for index, row in enumerate(rows):
+        missing = [key for key in ("dataset", "model", "loss") if key not in row]
+        if missing:
+            raise ValueError(f"row {index} ({row.get('run', '?')}) lacks {missing}")
+        key = (row["dataset"], row["model"], row["loss"])
+        name = str(row.get("run", index))
+        if key in seen:
+            raise ValueError(f"runs {seen[key]!r} and {name!r} are both {'/'.join(key)}")
+        seen[key] = name
+    tables = [
+        _table(metric, TITLES[metric], rows, _metric_cell(metric)) for metric in TABLE_METRICS
+    ]
+    specs = _unique(spec for row in rows for spec in row.get("ood", {}))
+    tables += [
+        _table(f"ood-{spec}", f"OOD AUROC (%), {spec}, entropy", rows, _ood_cell(spec))
+        for spec in specs
+    ]
+    return tables
+
+
+def format_percent(value: float | None) -> str:
+    """A fraction as a percentage with two decimals; ``None`` or NaN as a dash.
+
+    Example:
+        >>> format_percent(0.04354), format_percent(1.0), format_percent(None)
+        ('4.35', '100.00', '–')
+    """
+    if value is None or math.isnan(value):
+        return MISSING
+    return f"{100 * value:.2f}"
+
+
+def format_temperature(temperature: float) -> str:
+    """T with one decimal when it lies on the paper's 0.1 grid, else two.
+
+    Example:
+        >>> format_temperature(2.5), format_temperature(1.0), format_temperature(1.2345)
+        ('2.5', '1.0', '1.23')
+    """
+    one_decimal = abs(temperature - round(temperature, 1)) < 1e-9
+    return f"{temperature:.1f}" if one_decimal else f"{temperature:.2f}"
+
+
+def format_cell(cell: Cell | None) -> str:
+    """A Markdown cell: ``before → after (T)`` for metrics T changes, else ``before``.
+
+    Example:
+        >>> format_cell(Cell(0.0435, 0.0135, 2.5)), format_cell(Cell(0.0495))
+        ('4.35 → 1.35 (2.5)', '4.95')
+    """
+    if cell is None:
+        return MISSING
+    if cell.temperature is None:
+        return format_percent(cell.before)
+    after = format_percent(cell.after)
+    return f"{format_percent(cell.before)} → {after} ({format_temperature(cell.temperature)})"
+
+
+def loss_label(name: str) -> str:
+    """A loss's name as the paper prints it.
+
+    Example:
+        >>> loss_label("ce"), loss_label("flsd-53"), loss_label("ls-0.05")
+        ('CE', 'FLSD-53', 'LS-0.05')
+    """
+    return LOSS_LABELS.get(name, name.upper())
+
+
+def latex_escape(text: str) -> str:
+    r"""``text`` with LaTeX's special characters escaped (``×`` and ``–`` spelled out).
+
+    Example:
+        >>> print(latex_escape("fashion_mnist & 5% {x}"))
+        fashion\_mnist \& 5\% \{x\}
+    """
+    pattern = "|".join(re.escape(character) for character in _LATEX_SPECIAL)
+    return re.sub(pattern, lambda match: _LATEX_SPECIAL[match.group()], text)
+
+
+def table_markdown(table: Table) -> str:
+    """One table as a Markdown section: a heading, then the grid.
+
+    Example:
+        >>> cells = {("cifar10", "resnet50", "ce"): Cell(0.0435, 0.0135, 2.5)}
+        >>> table = Table("ece", "ECE (%)", True, (("cifar10", "resnet50"),), ("ce",), cells)
+        >>> print(table_markdown(table))
+        ### ECE (%), before → after temperature scaling (T)
+        <BLANKLINE>
+        | Dataset | Model | CE |
+        |---|---|---:|
+        | cifar10 | resnet50 | 4.35 → 1.35 (2.5) |
+        <BLANKLINE>
+    """
+    title = table.title + (", before → after temperature scaling (T)" if table.scaled else "")
+    header = ["Dataset", "Model", *map(loss_label, table.losses)]
+    lines = [f"### {title}", "", _markdown_line(header), "|---|---|" + "---:|" * len(table.losses)]
+    for dataset, model in table.settings:
+        cells = [format_cell(table.cells.get((dataset, model, loss))) for loss in table.losses]
+        lines.append(_markdown_line([dataset, model, *cells]))
+    return "\n".join(lines) + "\n"
+
+
+def table_latex(table: Table) -> str:
+    r"""One table as a LaTeX ``table`` environment with booktabs rules (``\usepackage{booktabs}``).
+
+    Example:
+        >>> cells = {("cifar_10", "resnet50", "ce"): Cell(0.0435, 0.0135, 2.5)}
+        >>> table = Table("ece", "ECE (%)", True, (("cifar_10", "resnet50"),), ("ce",), cells)
+        >>> print(table_latex(table))  # doctest: +ELLIPSIS
+        \begin{table}[ht]
+        ...
+        cifar\_10 & resnet50 & 4.35 & 1.35 (2.5) \\
+        ...
+    """
+    columns = 2 if table.scaled else 1
+    caption = latex_escape(table.title)
+    if table.scaled:
+        caption += " before (Pre T) and after (Post T) temperature scaling, T in brackets"
+    losses = [latex_escape(loss_label(loss)) for loss in table.losses]
+    lines = [
+        r"\begin{table}[ht]",
+        r"\centering",
+        rf"\caption{{{caption}.}}",
+        rf"\label{{tab:{re.sub(r'[^A-Za-z0-9:-]', '-', table.key)}}}",
+        rf"\begin{{tabular}}{{ll{'c' * columns * len(losses)}}}",
+        r"\toprule",
+    ]
+    if table.scaled:
+        spans = [rf"\multicolumn{{2}}{{c}}{{{loss}}}" for loss in losses]
+        rules = [rf"\cmidrule(lr){{{3 + 2 * i}-{4 + 2 * i}}}" for i in range(len(losses))]
+        lines += ["& & " + " & ".join(spans) + r" \\", " ".join(rules)]
+        losses = ["Pre T", "Post T"] * len(losses)
+    lines += [" & ".join(["Dataset", "Model", *losses]) + r" \\", r"\midrule"]
+    for dataset, model in table.settings:
+        cells = [
+            _latex_cells(table.cells.get((dataset, model, loss)), columns) for loss in table.losses
+        ]
+        values = [latex_escape(dataset), latex_escape(model), *(v for c in cells for v in c)]
+        lines.append(" & ".join(values) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def markdown_tables(rows: Sequence[Row]) -> str:
+    """Every table of ``rows`` (:func:`build_tables`) as one Markdown page."""
+    body = "\n".join(table_markdown(table) for table in build_tables(rows))
+    return f"# Results\n\n{len(rows)} runs; test-split values × 100 (percentages).\n\n{body}"
+
+
+def latex_tables(rows: Sequence[Row]) -> str:
+    """Every table of ``rows`` (:func:`build_tables`) in LaTeX, ready to ``\\input``."""
+    tables = "\n".join(table_latex(table) for table in build_tables(rows))
+    return "% focalcal results; needs \\usepackage{booktabs}\n" + tables
+
+
+def json_tables(rows: Sequence[Row]) -> str:
+    """``rows`` and their tables (:func:`build_tables`) as JSON, values as fractions."""
+    tables = [table.to_dict() for table in build_tables(rows)]
+    document = {"version": 1, "unit": "fraction", "rows": list(rows), "tables": tables}
+    return json.dumps(document, indent=2) + "\n"
+
+
+def write_tables(
+    rows: Sequence[Row], out_dir: str | os.PathLike[str], stem: str = "tables"
+) -> dict[str, Path]:
+    """Write ``stem.md``, ``stem.tex`` and ``stem.json`` into ``out_dir``, each atomically;
+    returns their paths by suffix. Every text is built before the first file is written, so
+    bad rows leave the folder as it was."""
+    texts = {"md": markdown_tables(rows), "tex": latex_tables(rows), "json": json_tables(rows)}
+    out = Path(out_dir)
+    return {suffix: atomic_write_text(out / f"{stem}.{suffix}", t) for suffix, t in texts.items()}
+
+
+def evaluation_markdown(evaluation: Mapping[str, Any]) -> str:
+    """One run's ``evaluation.json`` as a short Markdown page: every metric before and after
+    T (with bootstrap intervals where computed) and the OOD AUROCs."""
+    before, after = evaluation["test"]["before"], evaluation["test"]["after"]
+    name = " · ".join(str(evaluation[key]) for key in ("dataset", "model", "loss"))
+    lines = [
+        f"# Evaluation: {name}",
+        "",
+        f"Checkpoint `{evaluation['checkpoint']}` (epoch {evaluation.get('epoch', '?')}); "
+        f"T = {format_temperature(evaluation['temperature'])} fitted on "
+        f"{evaluation.get('val_samples', '?')} validation samples by {evaluation['objective']}; "
+        f"{before['num_samples']} test samples.",
+        "",
+        "| Metric | Before T | After T |",
+        "|---|---:|---:|",
+    ]
+    for metric in ("error", *REPORT_METRICS):
+        values = [_with_interval(report, metric) for report in (before, after)]
+        lines.append(_markdown_line([TITLES[metric], *values]))
+    for spec, entry in evaluation.get("ood", {}).items():
+        for score, auroc in entry.items():
+            if isinstance(auroc, Mapping):
+                values = [format_percent(auroc.get(when)) for when in ("before", "after")]
+                lines.append(_markdown_line([f"OOD AUROC (%), {spec}, {score}", *values]))
+    return "\n".join(lines) + "\n"
+
+
+def _unique(items: Iterable[Any]) -> tuple[Any, ...]:
+    return tuple(dict.fromkeys(items))
+
+
+def _table(key: str, title: str, rows: Sequence[Row], cell: Callable[[Row], Cell | None]) -> Table:
+    cells = {(r["dataset"], r["model"], r["loss"]): cell(r) for r in rows}
+    return Table(
+        key,
+        title,
+        scaled=any(c is not None and c.temperature is not None for c in cells.values()),
+        settings=_unique((r["dataset"], r["model"]) for r in rows),
+        losses=_unique(r["loss"] for r in rows),
+        cells={k: c for k, c in cells.items() if c is not None},
+    )
+
+
+def _metric_cell(metric: str) -> Callable[[Row], Cell | None]:
+    if metric == "error":  # T > 0 keeps every prediction, hence the error
+        return lambda row: Cell(row.get("error"))
+    return lambda row: Cell(
+        row.get(f"{metric}_before"), row.get(f"{metric}_after"), row.get("temperature")
+    )
+
+
+def _ood_cell(spec: str) -> Callable[[Row], Cell | None]:
+    def cell(row: Row) -> Cell | None:
+        entropy = row.get("ood", {}).get(spec, {}).get("entropy")
+        if entropy is None:
+            return None
+        return Cell(entropy.get("before"), entropy.get("after"), row.get("temperature"))
+
+    return cell
+
+
+def _markdown_line(values: Sequence[str]) -> str:
+    return "| " + " | ".join(str(v).replace("|", "\\|") for v in values) + " |"
+
+
+def _latex_cells(cell: Cell | None, columns: int) -> list[str]:
+    if cell is None:
+        return ["--"] * columns
+    before = latex_escape(format_percent(cell.before))
+    if columns == 1:
+        return [before]
+    after = latex_escape(format_percent(cell.after))
+    if cell.temperature is not None:
+        after += f" ({format_temperature(cell.temperature)})"
+    return [before, after]
+
+
+def _with_interval(report: Mapping[str, Any], metric: str) -> str:
+    text = format_percent(report.get(metric))
+    interval = report.get("intervals", {}).get(metric)
+    if interval is not None:
+        text += f" [{format_percent(interval[0])}, {format_percent(interval[1])}]"
+    return text

@@ -1,0 +1,162 @@
+"""evaluate() against the metrics module applied by hand to the same checkpoint, its files, its
+OOD sets (normalised with the in-distribution constants) and its errors.
+
+The runs use scikit-learn's bundled digits (8×8 images, 359 test samples): images, so the
+corruptions apply, and small enough to predict in milliseconds."""
+
+import dataclasses
+import importlib
+import json
+
+import pytest
+import torch
+
+from focalcal.data import BatchLoader, load_dataset
+from focalcal.engine.config import TrainConfig
+from focalcal.engine.evaluate import evaluate, is_evaluated, ood_dataset, parse_ood
+from focalcal.engine.train import load_model, load_splits, predict, train
+from focalcal.metrics import calibration_report, ood_auroc
+from focalcal.scaling import fit_temperature
+
+# the module, not the function an engine package may export under its name
+evaluate_module = importlib.import_module("focalcal.engine.evaluate")
+CONFIG = TrainConfig(dataset="digits", subset=256, val_subset=128, epochs=2, analysis_samples=100)
+NOISE = "corruption:gaussian_noise:5"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    run = tmp_path_factory.mktemp("run")
+    train(CONFIG, run, progress=False)
+    return run
+
+
+def logits_of(model, data):
+    return predict(model, BatchLoader(data, 1000))
+
+
+def test_writes_every_promised_file(run_dir):
+    result = evaluate(run_dir, ood=[NOISE])
+    stored = json.loads((run_dir / "evaluation.json").read_text())
+    assert stored == json.loads(json.dumps(result))
+    assert set(stored) == {
+        "version",
+        "run",
+        "dataset",
+        "model",
+        "loss",
+        "checkpoint",
+        "epoch",
+        "objective",
+        "temperature",
+        "val_samples",
+        "test",
+        "ood",
+    }
+    assert (stored["dataset"], stored["model"], stored["loss"]) == ("digits", "small-cnn", "ce")
+    assert (stored["checkpoint"], stored["epoch"], stored["val_samples"]) == ("last", 2, 128)
+    assert set(stored["ood"][NOISE]) == {"num_samples", "entropy", "confidence"}
+    markdown = (run_dir / "evaluation.md").read_text()
+    assert "| ECE (%) |" in markdown and f"OOD AUROC (%), {NOISE}, entropy" in markdown
+    assert (run_dir / "reliability.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(run_dir.glob("*.tmp")) and not list(run_dir.glob(".*"))
+
+
+@pytest.mark.parametrize("objective", ["ece", "nll"])
+def test_numbers_equal_the_metrics_module_on_the_same_checkpoint(run_dir, objective):
+    result = evaluate(run_dir, objective=objective, ood=[NOISE], write=False)
+
+    model, config = load_model(run_dir, "last")
+    splits = load_splits(config)
+    val, test = logits_of(model, splits["val"]), logits_of(model, splits["test"])
+    labels = splits["test"].labels
+    temperature = fit_temperature(val, splits["val"].labels, objective)
+    assert result["temperature"] == temperature
+    assert result["test"]["before"] == calibration_report(test, labels).to_dict()
+    after = calibration_report(test / temperature, labels).to_dict()
+    assert result["test"]["after"] == {**after, "temperature": temperature}
+
+    noisy = load_dataset("digits", split="test", corruption="gaussian_noise", severity=5)
+    noisy_logits = logits_of(model, noisy)
+    for score in ("entropy", "confidence"):
+        expected = {
+            "before": float(ood_auroc(test, noisy_logits, score)),
+            "after": float(ood_auroc(test / temperature, noisy_logits / temperature, score)),
+        }
+        assert result["ood"][NOISE][score] == expected
+        assert all(0.0 <= value <= 1.0 for value in expected.values())
+    assert result["ood"][NOISE]["num_samples"] == len(noisy)
+
+
+def test_best_checkpoint_and_bootstrap_intervals(run_dir):
+    result = evaluate(run_dir, checkpoint="best", bootstrap_samples=20, write=False)
+    best = json.loads((run_dir / "result.json").read_text())["best_epoch"]
+    assert (result["checkpoint"], result["epoch"]) == ("best", best)
+    for when in ("before", "after"):
+        low, high = result["test"][when]["intervals"]["ece"]
+        assert low <= high
+
+
+def test_ood_inputs_take_the_in_distribution_normalisation(run_dir, monkeypatch):
+    """The OOD set is the test split itself, but carries other normalisation constants: read
+    with the in-distribution ones, its logits are the test logits and the AUROC is exactly 0.5;
+    read with its own, the logits would differ."""
+    real = evaluate_module.load_dataset
+
+    def shifted(*args, **kwargs):
+        return dataclasses.replace(real(*args, **kwargs), mean=(0.9,), std=(0.05,))
+
+    monkeypatch.setattr(evaluate_module, "load_dataset", shifted)
+    result = evaluate(run_dir, ood=["digits"], write=False)
+    assert result["ood"]["digits"]["entropy"] == {"before": 0.5, "after": 0.5}
+    assert result["ood"]["digits"]["confidence"] == {"before": 0.5, "after": 0.5}
+
+    model, config = load_model(run_dir)
+    test = load_splits(config)["test"]
+    data = ood_dataset("digits", config, test)
+    assert (data.mean, data.std) == (test.mean, test.std)
+    own = logits_of(model, shifted("digits", split="test"))
+    assert not torch.equal(own, logits_of(model, test))
+
+
+def test_is_evaluated_follows_the_settings(run_dir):
+    evaluate(run_dir, ood=[NOISE])
+    assert is_evaluated(run_dir, ood=[NOISE])
+    assert not is_evaluated(run_dir, ood=[])
+    assert not is_evaluated(run_dir, ood=[NOISE], objective="nll")
+    assert not is_evaluated(run_dir, ood=[NOISE], checkpoint="best")
+    assert not is_evaluated(run_dir.parent / "nowhere")
+
+
+def test_parse_ood():
+    assert parse_ood("svhn") == ("svhn", None, 5)
+    assert parse_ood("corruption:contrast:2") == (None, "contrast", 2)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("nonexistent", "unknown OOD set 'nonexistent'"),
+        ("corruption:fog:3", "unknown corruption 'fog'"),
+        ("corruption:gaussian_noise:9", "severity must be 1 to 5"),
+        ("corruption:gaussian_noise", "severity must be 1 to 5"),
+        (
+            "mnist1d",
+            r"OOD set 'mnist1d' has inputs of shape \(1, 40\), the model takes \(1, 8, 8\)",
+        ),
+    ],
+)
+def test_bad_ood_sets_are_named(run_dir, spec, message):
+    with pytest.raises(ValueError, match=message):
+        evaluate(run_dir, ood=[spec], write=False)
+
+
+def test_missing_run_or_checkpoint_is_named(tmp_path, run_dir):
+    with pytest.raises(FileNotFoundError, match=r"run directory .*missing.* does not exist"):
+        evaluate(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match="has no 'last' checkpoint"):
+        evaluate(tmp_path)
+    with pytest.raises(ValueError, match="checkpoint must be one of"):
+        evaluate(run_dir, checkpoint="middle")
+    with pytest.raises(ValueError, match="objective must be one of"):
+        evaluate(run_dir, objective="brier")

@@ -1,0 +1,202 @@
+"""reproduce() on a 2 × 1 × 1 grid of digits runs: every promised file, table values equal to
+the runs' evaluation.json, skipping, resuming and re-evaluating, and errors before training."""
+
+import importlib
+import json
+import re
+import shutil
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+
+from focalcal.engine.config import TrainConfig
+from focalcal.experiments import DEFAULT_LOSSES, Grid, grid, read_history, reproduce
+from focalcal.losses import build_loss
+from focalcal.report import nll_curves_figure
+from focalcal.report.tables import Cell, format_cell, result_row
+
+BASE = TrainConfig(dataset="digits", subset=256, val_subset=128, epochs=2, analysis_samples=100)
+# the module, not the function the package exports under its name
+reproduce_module = importlib.import_module("focalcal.experiments.reproduce")
+NAMES = ["digits/small-cnn/ce", "digits/small-cnn/flsd-53"]
+NOISE = "corruption:gaussian_noise:5"
+RUN_FILES = [
+    "config.toml",
+    "log.jsonl",
+    "checkpoints/last.pt",
+    "checkpoints/best.pt",
+    "result.json",
+    "evaluation.json",
+    "evaluation.md",
+    "reliability.png",
+]
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory):
+    out = tmp_path_factory.mktemp("reproduce")
+    rows = reproduce(Grid(BASE, ["ce", "flsd-53"]), out, ood=[NOISE], progress=False)
+    return out, rows
+
+
+@pytest.fixture
+def copy(done, tmp_path):
+    """A private copy of the finished grid, for the tests that change it."""
+    return Path(shutil.copytree(done[0], tmp_path / "out"))
+
+
+def forbid(monkeypatch, *names):
+    def fail(*args, **kwargs):
+        raise AssertionError("must not be called")
+
+    for name in names:
+        monkeypatch.setattr(reproduce_module, name, fail)
+
+
+def spy(monkeypatch, name):
+    calls = []
+    real = getattr(reproduce_module, name)
+
+    def record(*args, **kwargs):
+        calls.append((args, kwargs))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(reproduce_module, name, record)
+    return calls
+
+
+def test_writes_every_promised_file(done):
+    out, rows = done
+    assert sorted(p.name for p in out.iterdir()) == [
+        "figures.md",
+        "nll_curves.png",
+        "runs",
+        "tables.json",
+        "tables.md",
+        "tables.tex",
+    ]
+    for name in NAMES:
+        for file in RUN_FILES:
+            assert (out / "runs" / name / file).is_file(), f"{name}/{file}"
+    assert (out / "nll_curves.png").read_bytes()[:4] == b"\x89PNG"
+    figures = (out / "figures.md").read_text()
+    links = [unquote(link) for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", figures)]
+    assert links == ["nll_curves.png"] + [f"runs/{name}/reliability.png" for name in NAMES]
+    assert all((out / link).is_file() for link in links)
+    assert [row["run"] for row in rows] == NAMES
+
+
+def test_table_values_equal_the_evaluations(done):
+    out, rows = done
+    document = json.loads((out / "tables.json").read_text())
+    markdown = (out / "tables.md").read_text()
+    for name, row in zip(NAMES, rows, strict=True):
+        evaluation = json.loads((out / "runs" / name / "evaluation.json").read_text())
+        assert row == result_row(evaluation, run=name)
+        before, after = evaluation["test"]["before"], evaluation["test"]["after"]
+        assert (row["ece_before"], row["ece_after"]) == (before["ece"], after["ece"])
+        assert row["ood"][NOISE]["entropy"] == evaluation["ood"][NOISE]["entropy"]
+        ece = Cell(before["ece"], after["ece"], evaluation["temperature"])
+        assert format_cell(ece) in markdown
+        tables = {table["key"]: table for table in document["tables"]}
+        cell = next(c for c in tables["ece"]["cells"] if c["loss"] == evaluation["loss"])
+        assert (cell["before"], cell["after"]) == (before["ece"], after["ece"])
+        assert f"{100 * before['error']:.2f}" in markdown
+    assert document["rows"] == rows
+
+
+def test_second_call_skips_finished_runs(done, monkeypatch, capsys):
+    out, rows = done
+    stamps = {n: (out / "runs" / n / "evaluation.json").stat().st_mtime_ns for n in NAMES}
+    forbid(monkeypatch, "train", "evaluate")
+    assert reproduce(Grid(BASE, ["ce", "flsd-53"]), out, ood=[NOISE]) == rows
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and all(": skipped in " in line for line in lines)
+    assert lines[0].startswith(f"[1/2] {NAMES[0]}: skipped") and "ECE" in lines[0]
+    assert stamps == {n: (out / "runs" / n / "evaluation.json").stat().st_mtime_ns for n in NAMES}
+
+
+def test_unfinished_run_resumes_and_new_settings_re_evaluate(copy, monkeypatch, capsys):
+    (copy / "runs" / NAMES[1] / "result.json").unlink()
+    trained = spy(monkeypatch, "train")
+    evaluated = spy(monkeypatch, "evaluate")
+    reproduce(Grid(BASE, ["ce", "flsd-53"]), copy, ood=[NOISE])
+    assert [(args[1], kwargs["resume"]) for args, kwargs in trained] == [
+        (copy / "runs" / NAMES[1], True)
+    ]
+    assert [args[0] for args, _ in evaluated] == [copy / "runs" / NAMES[1]]
+    assert ": resumed in " in capsys.readouterr().out
+
+    forbid(monkeypatch, "train")
+    evaluated = spy(monkeypatch, "evaluate")
+    rows = reproduce(Grid(BASE, ["ce", "flsd-53"]), copy, objective="nll", progress=False)
+    assert len(evaluated) == 2 and all(row["objective"] == "nll" for row in rows)
+    assert all(row["ood"] == {} for row in rows)
+
+
+def test_changed_config_of_a_finished_run_is_an_error(copy):
+    with pytest.raises(ValueError, match=r"another config \(differs in \['lr'\]\)"):
+        reproduce(Grid(BASE.replace(lr=0.05), ["ce"]), copy, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("configs", "message"),
+    [
+        ({"x": BASE.replace(loss="nope")}, "run 'x': unknown loss 'nope'"),
+        ({"x": BASE.replace(model="nope")}, "run 'x': unknown model 'nope'"),
+        ({"x": BASE.replace(dataset="nope")}, "run 'x': unknown dataset 'nope'"),
+        ({"../x": BASE}, "run name '../x' must be a relative path"),
+        ({"a": BASE, "b": BASE}, "runs 'a' and 'b' are both digits/small-cnn/ce"),
+        ({}, "configs is empty"),
+    ],
+)
+def test_bad_grids_fail_before_training(tmp_path, configs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        reproduce(configs, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_ood_or_objective_fail_before_training(tmp_path):
+    with pytest.raises(ValueError, match="unknown OOD set 'nope'"):
+        reproduce({"x": BASE}, tmp_path / "out", ood=["nope"], progress=False)
+    with pytest.raises(ValueError, match="objective must be one of"):
+        reproduce({"x": BASE}, tmp_path / "out", objective="brier", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_grid_names_and_spec():
+    configs = grid(BASE, ["ce", "fl-3"], models=["small-cnn"], datasets=["digits", "fashion-mnist"])
+    assert list(configs) == [
+        "digits/small-cnn/ce",
+        "digits/small-cnn/fl-3",
+        "fashion-mnist/small-cnn/ce",
+        "fashion-mnist/small-cnn/fl-3",
+    ]
+    assert configs["fashion-mnist/small-cnn/fl-3"] == BASE.replace(
+        dataset="fashion-mnist", loss="fl-3"
+    )
+    spec = Grid.from_dict(
+        {"base": {"dataset": "digits"}, "losses": ["ce"], "models": ["small-cnn"]}
+    )
+    assert spec.configs() == {"digits/small-cnn/ce": TrainConfig(dataset="digits")}
+    with pytest.raises(ValueError, match=r"unknown grid keys \['loss'\]"):
+        Grid.from_dict({"loss": ["ce"]})
+    with pytest.raises(ValueError, match="losses is empty"):
+        grid(BASE, [])
+    for loss in DEFAULT_LOSSES:
+        build_loss(loss)
+
+
+def test_nll_curves_show_what_the_logs_hold(done):
+    out, _ = done
+    histories = {name: read_history(out / "runs" / name) for name in NAMES}
+    assert [len(h) for h in histories.values()] == [2, 2]
+    titles = [axes.get_title() for axes in nll_curves_figure(histories).axes]
+    assert titles == ["Test NLL", "Test NLL of correct and incorrect predictions", "Test entropy"]
+    without_analysis = {
+        n: [{"epoch": r["epoch"], "val_nll": r["val_nll"]} for r in h] for n, h in histories.items()
+    }
+    assert [a.get_title() for a in nll_curves_figure(without_analysis).axes] == ["Validation NLL"]
+    with pytest.raises(ValueError, match="history 'x' must be a non-empty list"):
+        nll_curves_figure({"x": []})
