@@ -26,7 +26,13 @@ from focalcal.data import BatchLoader, load_dataset
 class PerSampleDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]):
     """RandomCrop(padding=4) + RandomHorizontalFlip + ToTensor + Normalize, one image at a time."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean: float, std: float):
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        mean: float | torch.Tensor,
+        std: float | torch.Tensor,
+    ):
         self.images, self.labels, self.mean, self.std = images, labels, mean, std
 
     def __len__(self) -> int:
@@ -35,7 +41,8 @@ class PerSampleDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         image = F.pad(self.images[i], (4, 4, 4, 4))
         top, left = torch.randint(0, 9, (2,)).tolist()
-        image = image[:, top : top + 28, left : left + 28]
+        height, width = self.images.shape[-2:]
+        image = image[:, top : top + height, left : left + width]
         if torch.rand(1).item() < 0.5:
             image = image.flip(-1)
         return (image.float() / 255 - self.mean) / self.std, self.labels[i]

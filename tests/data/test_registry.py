@@ -102,3 +102,22 @@ def test_names_and_errors():
 def test_labels_out_of_range_are_refused():
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\)"):
         Dataset(torch.zeros(2, 1, 2, 2, dtype=torch.uint8), torch.tensor([0, 2]), ("a", "b"))
+
+
+def test_repeated_loads_share_one_read_but_never_the_tensors(monkeypatch):
+    calls = []
+
+    def read(root, split, download):
+        calls.append(split)
+        images = torch.zeros(10, 1, 2, 2, dtype=torch.uint8)
+        return Dataset(images, torch.zeros(10, dtype=torch.long), ("a",))
+
+    monkeypatch.setitem(registry.DATASETS, "counted", DatasetEntry(read, "counted"))
+    registry._read.cache_clear()
+    first = load_dataset("counted", split="test")
+    first.inputs.add_(1)  # a caller mutating its copy
+    second = load_dataset("counted", split="test")
+    load_dataset("counted", split="train"), load_dataset("counted", split="val")
+    assert calls == ["test", "train"]
+    assert int(second.inputs.max()) == 0
+    registry._read.cache_clear()

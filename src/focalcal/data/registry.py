@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -117,6 +118,14 @@ DATASETS: dict[str, DatasetEntry] = {
 }  # fmt: skip
 
 
+@functools.lru_cache(maxsize=4)
+def _read(name: str, root: str | None, split: str, download: bool, **options: Any) -> Dataset:
+    # A run reads the training file for its train and val splits and again to size its model;
+    # decoding (and checksumming) it once per process is what makes that cheap. Callers get
+    # copies, so the cached tensors are never handed out.
+    return DATASETS[name].read(root, split, download, **options)
+
+
 def dataset_names() -> list[str]:
     """The registered dataset names.
 
@@ -159,10 +168,12 @@ def load_dataset(
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     entry = DATASETS[name]
+    root = None if root is None else os.fspath(root)  # hashable, for the cache
     if split == "test" or entry.official_validation:
-        data = entry.read(root, split, download, **options)
+        data = _read(name, root, split, download, **options)
+        data = data.select(torch.arange(len(data)))  # a copy: the cached tensors stay private
     else:
-        full = entry.read(root, "train", download, **options)
+        full = _read(name, root, "train", download, **options)
         train, validation = train_validation_indices(len(full), validation_fraction, seed)
         data = full.select(train if split == "train" else validation)
     if subset is not None:

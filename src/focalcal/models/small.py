@@ -9,30 +9,36 @@ from torch import Tensor, nn
 
 
 class SmallCNN(nn.Module):
-    """Two 3×3 conv + ReLU + 2×2 max-pool stages (32, 64 channels), then a 256-unit hidden layer:
-    images ``(N, in_channels, image_size, image_size)`` -> logits ``(N, num_classes)``.
+    """Two 3×3 conv + ReLU + 2×2 max-pool stages (``width``, 2·``width`` channels), then a
+    hidden layer of 8·``width`` units: images ``(N, in_channels, image_size, image_size)`` ->
+    logits ``(N, num_classes)``.
 
-    824,458 parameters for 28×28 grey images and 10 classes (the Fashion-MNIST example's net).
+    With the default width 32: 824,458 parameters for 28×28 grey images and 10 classes (the
+    Fashion-MNIST example's net); width 16 is about 4× cheaper.
 
     Raises:
         ValueError: if ``image_size`` is not a positive multiple of 4 (the two 2×2 pools).
     """
 
-    def __init__(self, num_classes: int, in_channels: int = 1, image_size: int = 28) -> None:
+    def __init__(
+        self, num_classes: int, in_channels: int = 1, image_size: int = 28, width: int = 32
+    ) -> None:
         super().__init__()
         if image_size < 4 or image_size % 4:
             raise ValueError(f"image_size must be a positive multiple of 4, got {image_size}")
+        if width < 1:
+            raise ValueError(f"width must be a positive integer, got {width}")
         self.layers = nn.Sequential(
-            nn.Conv2d(in_channels, 32, 3, padding=1),
+            nn.Conv2d(in_channels, width, 3, padding=1),
             nn.ReLU(),
             nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1),
+            nn.Conv2d(width, 2 * width, 3, padding=1),
             nn.ReLU(),
             nn.MaxPool2d(2),
             nn.Flatten(),
-            nn.Linear(64 * (image_size // 4) ** 2, 256),
+            nn.Linear(2 * width * (image_size // 4) ** 2, 8 * width),
             nn.ReLU(),
-            nn.Linear(256, num_classes),
+            nn.Linear(8 * width, num_classes),
         )
 
     def forward(self, x: Tensor) -> Tensor:
