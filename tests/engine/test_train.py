@@ -83,3 +83,16 @@ def test_a_run_directory_is_not_overwritten_or_resumed_with_another_config(finis
         train(TINY, run, progress=False)
     with pytest.raises(ValueError, match=r"another config \(differs in \['lr'\]\)"):
         train(TINY.replace(lr=0.05), run, resume=True, progress=False)
+
+
+def test_tensorboard_gets_every_logged_value(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = TINY.replace(epochs=2, milestones=[], tensorboard=True, augment=False)
+    train(config, tmp_path, progress=False)
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    for key in ("train_loss", "val_accuracy", "test_nll_incorrect", "weight_norm"):
+        logged = [(e.step, e.value) for e in events.Scalars(key)]
+        assert logged == [(r["epoch"], pytest.approx(r[key], rel=1e-6)) for r in records]

@@ -41,6 +41,8 @@ class TrainConfig:
       crop + flip), ``seed``.
     - ``device`` (``"auto"``: CUDA if available, else CPU), ``precision`` (``"auto"``: bf16
       autocast on CUDA, fp32 elsewhere), ``compile`` (``torch.compile`` the model on CUDA).
+    - ``tensorboard``: also log every epoch's record to ``run_dir/tensorboard`` (needs the
+      ``tensorboard`` package).
     - ``analysis_samples``: how many test samples the per-epoch analysis (test NLL of right and
       wrong predictions, entropy) reads: ``None`` all, ``0`` none.
     """
@@ -68,6 +70,7 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"
     compile: bool = False
+    tensorboard: bool = False
     eval_batch_size: int = 256  # on a CPU, batches of a few hundred beat 1 000 (cache)
     analysis_samples: int | None = None
 

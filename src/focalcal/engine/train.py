@@ -134,6 +134,14 @@ def train_epoch(
     return total
 
 
+def _tensorboard(run_dir: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ValueError("tensorboard=True needs `pip install tensorboard`") from None
+    return SummaryWriter(str(run_dir / "tensorboard"))
+
+
 def _check_resumable(config: TrainConfig, stored: dict[str, Any], path: Path) -> None:
     differ = sorted(k for k, v in config.to_dict().items() if stored.get(k) != v)
     if differ:
@@ -194,6 +202,7 @@ def train(
     bf16 = config.precision == "bf16" or (config.precision == "auto" and cuda)
     autocast = torch.autocast(device.type, torch.bfloat16) if bf16 else contextlib.nullcontext()
 
+    board = _tensorboard(run_dir) if config.tensorboard else None
     for epoch in range(len(history), config.epochs):
         start = time.perf_counter()
         set_epoch = getattr(criterion, "set_epoch", None)
@@ -218,6 +227,10 @@ def train(
             }
         record |= {"weight_norm": _classifier_norm(model), "seconds": time.perf_counter() - start}
         history.append(record)
+        if board is not None:
+            for key, value in record.items():
+                board.add_scalar(key, value, record["epoch"])
+            board.flush()
         if not math.isfinite(record["train_loss"]):
             raise FloatingPointError(
                 f"epoch {epoch + 1}: the training loss is {record['train_loss']}; the last good "
@@ -239,6 +252,8 @@ def train(
             print(f"epoch {epoch + 1}/{config.epochs}: loss {record['train_loss']:.4f}, "
                   f"val acc {val['accuracy']:.4f}, {record['seconds']:.1f} s")  # fmt: skip
 
+    if board is not None:
+        board.close()
     best_epoch = max(history, key=lambda r: r["val_accuracy"])["epoch"]
     result = {
         "epochs": config.epochs, "best_epoch": best_epoch, "best_val_accuracy": best_accuracy,
