@@ -188,6 +188,8 @@ def train(
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         torch.set_rng_state(state["rng"])
+        if cuda and "cuda_rng" in state:  # dropout on the GPU draws from the CUDA generators
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         history, best_accuracy = state["history"], state["best_accuracy"]
 
     batches = BatchLoader(data["train"], config.batch_size, shuffle=True, augment=config.augment,
@@ -244,6 +246,8 @@ def train(
             "config": config.to_dict(), "history": history, "best_accuracy": best_accuracy,
             "epoch": epoch + 1,
         }  # fmt: skip
+        if cuda:
+            checkpoint["cuda_rng"] = torch.cuda.get_rng_state_all()
         save_checkpoint(last, checkpoint)
         if improved:
             save_checkpoint(best, checkpoint)
