@@ -79,3 +79,24 @@ def test_checkpoints_are_atomic_and_refuse_code(tmp_path):
     with pytest.raises(ValueError, match=r"evil\.pt: not a loadable checkpoint"):
         load_checkpoint(tmp_path / "evil.pt")
     assert not marker.exists()
+
+
+def test_checkpoints_carry_a_sha256_of_their_content(tmp_path):
+    import torch
+
+    state = {"model": {"w": torch.randn(3, 3), "b": torch.zeros(2, dtype=torch.bfloat16)},
+             "config": {"lr": 0.1, "milestones": [2]}, "epoch": 1}  # fmt: skip
+    path = save_checkpoint(tmp_path / "c.pt", state)
+    assert load_checkpoint(path)["config"] == state["config"]
+    for change in (
+        lambda raw: raw["model"]["w"].add_(1e-6),  # a weight
+        lambda raw: raw["config"].update(lr=0.2),  # the config it was trained with
+        lambda raw: raw.pop("sha256"),  # a checkpoint from elsewhere
+    ):
+        raw = torch.load(path, weights_only=True)
+        change(raw)
+        torch.save(raw, tmp_path / "changed.pt")
+        with pytest.raises(
+            ValueError, match=r"changed\.pt: (its SHA-256 does not match|carries no)"
+        ):
+            load_checkpoint(tmp_path / "changed.pt")
