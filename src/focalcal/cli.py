@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -77,10 +78,28 @@ def _add_config_flags(parser: argparse.ArgumentParser, default_preset: str) -> N
 
 
 def _train(args: argparse.Namespace) -> None:
-    from focalcal.engine.train import train
+    import torch
+    import torch.distributed as dist
 
-    result = train(_config(args), args.run_dir, resume=args.resume, progress=not args.quiet)
-    print(json.dumps(result, indent=2))
+    from focalcal.engine.train import distributed, train
+
+    config = _config(args)
+    # Under torchrun (WORLD_SIZE > 1): one process per device, DistributedDataParallel inside
+    # train(); NCCL between GPUs, gloo on CPUs; rendezvous from torchrun's environment.
+    started = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()
+    if started:
+        cuda = torch.cuda.is_available() and config.device in ("auto", "cuda")
+        if cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if cuda else "gloo")
+    rank = distributed()[0]
+    try:
+        result = train(config, args.run_dir, resume=args.resume, progress=not args.quiet)
+    finally:
+        if started:
+            dist.destroy_process_group()
+    if rank == 0:
+        print(json.dumps(result, indent=2))
 
 
 def _evaluate(args: argparse.Namespace) -> None:

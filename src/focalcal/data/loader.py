@@ -125,26 +125,29 @@ class BatchLoader:
         """Draw the next epoch's order and augmentation from ``seed`` and ``epoch``."""
         self.epoch = epoch
 
-    def _order(self) -> Tensor:
+    def _plan(self) -> tuple[Tensor, Tensor, Tensor]:
+        """This rank's sample order and its crop shifts and flips for the epoch. The draws are
+        made for the whole epoch and then split by rank, so ``world_size`` processes see
+        together exactly the batches (and augmentations) that one process would."""
         n = len(self.labels)
-        if not self.shuffle:
-            return torch.arange(self.rank, n, self.world_size)
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        order = torch.randperm(n, generator=generator)
-        per_rank = -(-n // self.world_size)
-        order = torch.cat([order, order[: per_rank * self.world_size - n]])
-        return order[self.rank :: self.world_size]
+        order = torch.arange(n)
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(n, generator=generator)
+            per_rank = -(-n // self.world_size)
+            order = torch.cat([order, order[: per_rank * self.world_size - n]])
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch + 1)
+        shifts = torch.randint(0, 2 * self.padding + 1, (len(order), 2), generator=generator)
+        flips = torch.rand(len(order), generator=generator) < 0.5
+        mine = slice(self.rank, None, self.world_size)
+        return order[mine], shifts[mine], flips[mine]
 
     def __len__(self) -> int:
-        n = len(self._order())
+        n = len(self._plan()[0])
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        order = self._order()
-        if self.augment:
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch + 1)
-            shifts = torch.randint(0, 2 * self.padding + 1, (len(order), 2), generator=generator)
-            flips = torch.rand(len(order), generator=generator) < 0.5
+        order, shifts, flips = self._plan()
         stop = len(order) - len(order) % self.batch_size if self.drop_last else len(order)
         for start in range(0, stop, self.batch_size):
             index = order[start : start + self.batch_size].to(self.device)

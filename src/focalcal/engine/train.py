@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
@@ -32,10 +33,20 @@ from focalcal.losses import build_loss
 from focalcal.models import build_model
 
 
+def distributed() -> tuple[int, int]:
+    """This process's rank and the number of processes (``(0, 1)`` outside torch.distributed)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def resolve_device(name: str) -> torch.device:
-    """``"auto"``: CUDA when available, else the CPU; any other name as given."""
+    """``"auto"``: CUDA when available (under torchrun, the process's ``LOCAL_RANK`` GPU),
+    else the CPU; any other name as given."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return torch.device(name)
 
 
@@ -119,14 +130,18 @@ def train_epoch(
     autocast: contextlib.AbstractContextManager[Any] | None = None,
 ) -> Tensor:
     """One pass over ``batches``: forward, loss, backward, clipping, step. Returns the summed
-    loss over the samples as a 0-d tensor on the device (read it once, after the epoch)."""
+    loss over the samples as a 0-d tensor on the device (read it once, after the epoch).
+
+    Under DistributedDataParallel the gradients are averaged over the processes: a summed loss
+    is scaled by their number so that the step is the one of the whole (global) batch."""
+    scale = distributed()[1] if config.reduction == "sum" else 1
     model.train()
     total = torch.zeros((), device=next(model.parameters()).device)
     for x, y in batches:
         with autocast or contextlib.nullcontext():
             loss = criterion(model(x), y)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * scale if scale != 1 else loss).backward()
         if config.grad_clip is not None:
             nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
@@ -161,6 +176,10 @@ def train(
     the same). Without it, a directory that already holds a checkpoint is an error.
     """
     run_dir = Path(run_dir)
+    rank, world = distributed()
+    writer = rank == 0  # under torch.distributed only rank 0 writes files
+    if config.batch_size % world:
+        raise ValueError(f"batch_size {config.batch_size} must divide among {world} processes")
     last, best = run_dir / "checkpoints" / "last.pt", run_dir / "checkpoints" / "best.pt"
     state = None
     if last.exists():
@@ -168,8 +187,9 @@ def train(
             raise ValueError(f"{run_dir} already holds a run: pass resume=True or another dir")
         state = load_checkpoint(last)
         _check_resumable(config, state["config"], last)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config.save(run_dir / "config.toml")
+    if writer:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config.save(run_dir / "config.toml")
 
     device = resolve_device(config.device)
     data = load_splits(config)
@@ -192,19 +212,29 @@ def train(
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         history, best_accuracy = state["history"], state["best_accuracy"]
 
-    batches = BatchLoader(data["train"], config.batch_size, shuffle=True, augment=config.augment,
-                          seed=config.seed, device=device, channels_last=cuda)  # fmt: skip
-    validation = BatchLoader(data["val"], config.eval_batch_size, device=device)
+    # Each process takes batch_size / world of every global batch (the loader splits by rank),
+    # so the lr is the one of batch_size whatever the number of processes; every process
+    # scores the whole validation and analysis sets (cheap beside training, and no gathering).
+    batches = BatchLoader(data["train"], config.batch_size // world, shuffle=True,
+                          augment=config.augment, seed=config.seed, device=device,
+                          channels_last=cuda)  # fmt: skip
+    validation = BatchLoader(data["val"], config.eval_batch_size, device=device, rank=0,
+                             world_size=1)  # fmt: skip
     samples = len(data["test"]) if config.analysis_samples is None else config.analysis_samples
     probe = data["test"].select(torch.arange(min(samples, len(data["test"]))))
-    test = BatchLoader(probe, config.eval_batch_size, device=device) if len(probe) else None
+    test = (
+        BatchLoader(probe, config.eval_batch_size, device=device, rank=0, world_size=1)
+        if len(probe) else None
+    )  # fmt: skip
     step_model: nn.Module = model
+    if world > 1:
+        step_model = nn.parallel.DistributedDataParallel(model, [device] if cuda else None)
     if config.compile and cuda:
-        step_model = torch.compile(model)  # type: ignore[assignment]
+        step_model = torch.compile(step_model)  # type: ignore[assignment]
     bf16 = config.precision == "bf16" or (config.precision == "auto" and cuda)
     autocast = torch.autocast(device.type, torch.bfloat16) if bf16 else contextlib.nullcontext()
 
-    board = _tensorboard(run_dir) if config.tensorboard else None
+    board = _tensorboard(run_dir) if config.tensorboard and writer else None
     for epoch in range(len(history), config.epochs):
         start = time.perf_counter()
         set_epoch = getattr(criterion, "set_epoch", None)
@@ -214,6 +244,8 @@ def train(
         steps = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
                      disable=not progress or None)  # fmt: skip
         total = train_epoch(step_model, criterion, optimizer, steps, config, autocast)
+        if world > 1:
+            dist.all_reduce(total)
         lr = optimizer.param_groups[0]["lr"]
         schedule.step()
         val = analysis(predict(model, validation), validation.labels)
@@ -248,11 +280,12 @@ def train(
         }  # fmt: skip
         if cuda:
             checkpoint["cuda_rng"] = torch.cuda.get_rng_state_all()
-        save_checkpoint(last, checkpoint)
-        if improved:
-            save_checkpoint(best, checkpoint)
-        atomic_write_text(run_dir / "log.jsonl", "".join(json.dumps(r) + "\n" for r in history))
-        if progress:
+        if writer:
+            save_checkpoint(last, checkpoint)
+            if improved:
+                save_checkpoint(best, checkpoint)
+            atomic_write_text(run_dir / "log.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+        if progress and writer:
             print(f"epoch {epoch + 1}/{config.epochs}: loss {record['train_loss']:.4f}, "
                   f"val acc {val['accuracy']:.4f}, {record['seconds']:.1f} s")  # fmt: skip
 
@@ -264,5 +297,6 @@ def train(
         "final_val_accuracy": history[-1]["val_accuracy"],
         "seconds": sum(r["seconds"] for r in history), "device": str(device),
     }  # fmt: skip
-    atomic_write_text(run_dir / "result.json", json.dumps(result, indent=2))
+    if writer:
+        atomic_write_text(run_dir / "result.json", json.dumps(result, indent=2))
     return result

@@ -1,0 +1,42 @@
+"""torchrun with two gloo processes trains the same weights as one process on the same batches."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from focalcal.engine.checkpoint import load_checkpoint
+from focalcal.engine.config import TrainConfig
+from focalcal.engine.train import train
+
+# No batch norm in small-cnn: with it, each process would normalise by its half of the batch.
+# No clipping: a clipped step would hide a wrongly scaled gradient.
+CONFIG = TrainConfig(dataset="fashion-mnist", subset=512, val_subset=128, epochs=2, batch_size=64,
+                     milestones=[1], analysis_samples=128, augment=True, reduction="sum",
+                     lr=0.002, device="cpu")  # fmt: skip
+
+
+def test_two_gloo_processes_match_one_process(tmp_path):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(CONFIG, tmp_path / "single", progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    CONFIG.save(tmp_path / "config.toml")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+               "2", "-m", "focalcal", "train", str(tmp_path / "pair"), "--config",
+               str(tmp_path / "config.toml"), "--quiet"]  # fmt: skip
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count('"best_epoch"') == 1  # only rank 0 reports (and writes)
+    single = load_checkpoint(tmp_path / "single" / "checkpoints" / "last.pt")
+    pair = load_checkpoint(tmp_path / "pair" / "checkpoints" / "last.pt")
+    for name, tensor in single["model"].items():
+        torch.testing.assert_close(pair["model"][name], tensor, rtol=1e-4, atol=1e-5)
+    for a, b in zip(pair["history"], single["history"], strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+        assert a["val_accuracy"] == pytest.approx(b["val_accuracy"], abs=1 / 128 + 1e-9)
