@@ -62,7 +62,7 @@ def ours(
     def epoch() -> float:
         if isinstance(batches, BatchLoader):
             batches.set_epoch(batches.epoch + 1)
-        return float(train_epoch(model, criterion, optimizer, batches, config, autocast))
+        return float(train_epoch(model, criterion, optimizer, batches, config, autocast)[0])
 
     return epoch
 

@@ -96,3 +96,39 @@ def test_tensorboard_gets_every_logged_value(tmp_path):
     for key in ("train_loss", "val_accuracy", "test_nll_incorrect", "weight_norm"):
         logged = [(e.step, e.value) for e in events.Scalars(key)]
         assert logged == [(r["epoch"], pytest.approx(r[key], rel=1e-6)) for r in records]
+
+
+def poison_the_sixth_loss(monkeypatch):
+    real = train_module.build_loss
+
+    def build(name, **options):
+        criterion, calls = real(name, **options), iter(range(1, 10**6))
+
+        class Poisoned(torch.nn.Module):
+            def forward(self, logits, target):
+                loss = criterion(logits, target)
+                return loss * float("nan") if next(calls) == 6 else loss
+
+        return Poisoned()
+
+    monkeypatch.setattr(train_module, "build_loss", build)
+
+
+def test_a_nonfinite_loss_stops_the_run_at_its_step(tmp_path, monkeypatch):
+    poison_the_sixth_loss(monkeypatch)  # 4 steps per epoch: epoch 2, step 2
+    config = TINY.replace(loss="ce", epochs=2, milestones=[])
+    message = (r"epoch 2, step 2 of the epoch: the loss is nan; the batch: 64 samples, inputs "
+               r"min .* labels \d\.\.\d; the last good checkpoint is .*last\.pt")  # fmt: skip
+    with pytest.raises(FloatingPointError, match=message):
+        train(config, tmp_path, progress=False)
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["epoch"] == 1
+
+
+def test_skip_nonfinite_skips_and_counts_the_step(tmp_path, monkeypatch):
+    poison_the_sixth_loss(monkeypatch)
+    config = TINY.replace(loss="ce", epochs=2, milestones=[], skip_nonfinite=True)
+    train(config, tmp_path, progress=False)
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["skipped_steps"] for r in records] == [0, 1]
+    weights = load_checkpoint(tmp_path / "checkpoints" / "last.pt")["model"]
+    assert all(bool(w.isfinite().all()) for w in weights.values())

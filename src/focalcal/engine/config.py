@@ -41,6 +41,8 @@ class TrainConfig:
       crop + flip), ``seed``.
     - ``device`` (``"auto"``: CUDA if available, else CPU), ``precision`` (``"auto"``: bf16
       autocast on CUDA, fp32 elsewhere), ``compile`` (``torch.compile`` the model on CUDA).
+    - ``skip_nonfinite``: skip (and count, as ``skipped_steps`` in the log) a step whose loss
+      is NaN or infinite instead of stopping the run (the default).
     - ``tensorboard``: also log every epoch's record to ``run_dir/tensorboard`` (needs the
       ``tensorboard`` package).
     - ``analysis_samples``: how many test samples the per-epoch analysis (test NLL of right and
@@ -71,6 +73,7 @@ class TrainConfig:
     precision: str = "auto"
     compile: bool = False
     tensorboard: bool = False
+    skip_nonfinite: bool = False
     eval_batch_size: int = 256  # on a CPU, batches of a few hundred beat 1 000 (cache)
     analysis_samples: int | None = None
 
