@@ -265,7 +265,9 @@ def _checkpoint_path(run_dir: str | os.PathLike[str], checkpoint: str) -> Path:
 
 
 def _logits(model: nn.Module, data: Dataset, config: TrainConfig, device: torch.device) -> Tensor:
-    return predict(model, BatchLoader(data, config.eval_batch_size, device=device))
+    # every sample, even in a torch.distributed process (evaluation runs in one process)
+    loader = BatchLoader(data, config.eval_batch_size, device=device, rank=0, world_size=1)
+    return predict(model, loader)
 
 
 def _ood_entry(in_logits: Tensor, out_logits: Tensor, temperature: float) -> dict[str, Any]:
