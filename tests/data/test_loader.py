@@ -106,6 +106,9 @@ def test_ranks_split_the_data(shuffle):
         torch.cat([y for _, y in BatchLoader(data, 4, shuffle=shuffle, rank=r, world_size=3)])
         for r in range(3)
     ]
+    for r in range(3):
+        loader = BatchLoader(data, 4, shuffle=shuffle, rank=r, world_size=3)
+        assert len(loader) == len(list(loader))
     union = torch.cat(shards)
     assert set(union.tolist()) == set(range(23))
     if shuffle:  # equal steps on every rank: the order is padded by repeating its start

@@ -143,7 +143,12 @@ class BatchLoader:
         return order[mine], shifts[mine], flips[mine]
 
     def __len__(self) -> int:
-        n = len(self._plan()[0])
+        total = len(self.labels)  # this rank's share, without drawing the epoch's plan
+        n = (
+            -(-total // self.world_size)
+            if self.shuffle
+            else len(range(self.rank, total, self.world_size))
+        )
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
