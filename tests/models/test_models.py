@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from focalcal.models import WideResNet, build_model, model_names
+from focalcal.models import ThreeStageResNet, WideResNet, build_model, model_names
 
 # name -> (num_classes, in_channels, image_size, spatial dimensions) of a quick input; the deep
 # nets take any image size and 8×8 keeps their passes fast, but the Tiny-ImageNet net needs 16×16
@@ -17,6 +17,8 @@ SPECS = {
     "wrn-26-10": (10, 3, 8, 2),
     "densenet121": (10, 3, 8, 2),
     "resnet50-tiny": (200, 3, 16, 2),
+    "resnet8": (10, 1, 28, 2),
+    "resnet20": (10, 3, 8, 2),
     "small-cnn": (10, 1, 28, 2),
     "cnn1d": (10, 1, 40, 1),
 }
@@ -95,6 +97,16 @@ def test_channels_last_inputs_give_the_same_logits(name, built):
     [
         ("resnet50", 23_520_842),
         ("densenet121", 6_956_298),
+        # 28×28 grey: stem 3×3 16 + BN; blocks (16->16), (16->32, 1×1 shortcut), (32->64, 1×1
+        # shortcut), each two 3×3 convolutions + BN; linear 64 -> 10
+        (
+            "resnet8",
+            (9 * 16 + 32)
+            + 2 * (9 * 16 * 16 + 32)
+            + (9 * 16 * 32 + 9 * 32 * 32 + 2 * 64 + 16 * 32 + 64)
+            + (9 * 32 * 64 + 9 * 64 * 64 + 2 * 128 + 32 * 64 + 128)
+            + (640 + 10),
+        ),
         # 28×28 grey: conv 3×3 32, conv 3×3 64, linear 64·7·7 -> 256, linear 256 -> 10
         ("small-cnn", (9 * 32 + 32) + (32 * 9 * 64 + 64) + (3136 * 256 + 256) + (2560 + 10)),
         # length 40: conv k5 32, conv k3 64, conv k3 64, linear 64·10 -> 10
@@ -107,7 +119,12 @@ def test_exact_parameter_counts(name, expected, built):
 
 @pytest.mark.parametrize(
     ("name", "published"),
-    [("resnet110", 45.86e6), ("wrn-26-10", 36.48e6), ("resnet50-tiny", 25.14e6)],
+    [
+        ("resnet110", 45.86e6),
+        ("wrn-26-10", 36.48e6),
+        ("resnet50-tiny", 25.14e6),
+        ("resnet20", 0.27e6),  # He et al. 2016, Table 6
+    ],
 )
 def test_parameter_counts_match_the_published_ones(name, published, built):
     assert parameter_count(built(name)) == pytest.approx(published, rel=0.01)
@@ -162,3 +179,21 @@ def test_image_sizes_a_model_cannot_take_are_named(name, image_size, match):
 def test_wide_resnet_depth_must_be_6n_plus_2():
     with pytest.raises(ValueError, match=r"depth must be 6 n \+ 2 with n >= 1, got 28"):
         WideResNet(28, 10, num_classes=10)
+
+
+@pytest.mark.parametrize("depth", [2, 9, 21])
+def test_three_stage_resnet_depth_must_be_6n_plus_2(depth):
+    with pytest.raises(ValueError, match=rf"depth must be 6n \+ 2 \(8, 14, 20, ...\), got {depth}"):
+        ThreeStageResNet(depth, num_classes=10)
+
+
+def test_three_stage_resnet_depth_counts_its_weighted_layers():
+    """6n + 2 = the stem, two convolutions per block, the linear layer (1×1 shortcuts aside)."""
+    for depth in (8, 14, 20):
+        model = ThreeStageResNet(depth, num_classes=10)
+        layers = [
+            m
+            for m in model.modules()
+            if isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3))
+        ]
+        assert len(layers) == depth

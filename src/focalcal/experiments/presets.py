@@ -25,6 +25,12 @@ PRESETS: dict[str, TrainConfig] = {
         dataset="fashion-mnist", subset=2000, val_subset=1000, model="small-cnn",
         model_options={"width": 24}, epochs=30, milestones=[15, 22], analysis_samples=500,
     ),
+    # The longer CPU experiment of docs/results.md: the full training split (54 000 images) and
+    # a ResNet; about 15 minutes per loss on one CPU thread.
+    "fashion-mnist-resnet": TrainConfig(
+        dataset="fashion-mnist", model="resnet8", epochs=6, milestones=[3, 5],
+        analysis_samples=2000,
+    ),
     "paper-cifar10": _CIFAR10,
     "paper-cifar100": _CIFAR10.replace(dataset="cifar100"),
     "paper-tiny-imagenet": _CIFAR10.replace(

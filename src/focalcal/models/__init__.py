@@ -2,13 +2,22 @@
 
 :func:`build_model` builds one by name: the paper's CIFAR nets (``resnet50``, ``resnet110``,
 ``wrn-26-10``, ``densenet121``), its Tiny-ImageNet ``resnet50-tiny``, and small nets for CPU
-runs (``small-cnn`` for 28×28 images, ``cnn1d`` for MNIST-1D signals), and the text models
+runs (``small-cnn`` for 28×28 images, He et al.'s ``resnet8`` and ``resnet20``, ``cnn1d`` for
+MNIST-1D signals), and the text models
 (``textcnn`` for 20 Newsgroups, ``tree-lstm`` for SST; ``vocab_size=`` as an option).
 """
 
 from focalcal.models.densenet import DenseNet, densenet121
 from focalcal.models.registry import build_model, model_names
-from focalcal.models.resnet import ResNet, resnet50, resnet50_tiny, resnet110
+from focalcal.models.resnet import (
+    ResNet,
+    ThreeStageResNet,
+    resnet8,
+    resnet20,
+    resnet50,
+    resnet50_tiny,
+    resnet110,
+)
 from focalcal.models.small import CNN1d, SmallCNN
 from focalcal.models.text import TextCNN, TreeLSTM
 from focalcal.models.wide_resnet import WideResNet, wide_resnet26_10
@@ -19,11 +28,14 @@ __all__ = [
     "ResNet",
     "SmallCNN",
     "TextCNN",
+    "ThreeStageResNet",
     "TreeLSTM",
     "WideResNet",
     "build_model",
     "densenet121",
     "model_names",
+    "resnet8",
+    "resnet20",
     "resnet50",
     "resnet50_tiny",
     "resnet110",

@@ -13,7 +13,7 @@ from typing import Any
 from torch import nn
 
 from focalcal.models.densenet import densenet121
-from focalcal.models.resnet import resnet50, resnet50_tiny, resnet110
+from focalcal.models.resnet import resnet8, resnet20, resnet50, resnet50_tiny, resnet110
 from focalcal.models.small import CNN1d, SmallCNN
 from focalcal.models.text import TextCNN, TreeLSTM
 from focalcal.models.wide_resnet import wide_resnet26_10
@@ -24,6 +24,8 @@ _MODELS: dict[str, Callable[..., nn.Module]] = {
     "wrn-26-10": wide_resnet26_10,
     "densenet121": densenet121,
     "resnet50-tiny": resnet50_tiny,
+    "resnet8": resnet8,
+    "resnet20": resnet20,
     "small-cnn": SmallCNN,
     "cnn1d": lambda num_classes, in_channels, image_size: CNN1d(
         num_classes, in_channels, length=image_size

@@ -1,8 +1,10 @@
-"""The paper's four-stage CIFAR ResNets with bottleneck blocks (kuangliu/pytorch-cifar style).
+"""The paper's four-stage CIFAR ResNets with bottleneck blocks (kuangliu/pytorch-cifar style),
+and He et al.'s small three-stage CIFAR ResNets for CPU-sized experiments.
 
 A 3×3 stride-1 stem and no max-pool keep 32×32 images at full resolution into the first stage;
 stages of widths 64/128/256/512 (×4 out of each bottleneck) run at strides 1, 2, 2, 2. These are
-not He et al.'s three-stage CIFAR nets (ResNet-110 there has 1.7 M parameters, here 45.86 M).
+not He et al.'s three-stage CIFAR nets (ResNet-110 there has 1.7 M parameters, here 45.86 M);
+those are :class:`ThreeStageResNet` (``resnet8``, ``resnet20``).
 """
 
 from __future__ import annotations
@@ -63,6 +65,64 @@ class Bottleneck(nn.Module):
         return torch.relu(self.residual(x) + self.shortcut(x))
 
 
+class BasicBlock(nn.Module):
+    """Two 3×3 convolutions (the first carrying the stride), each followed by batch norm; the
+    shortcut is a strided 1×1 convolution + batch norm where the shape changes (He et al.'s
+    option B)."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        self.residual = nn.Sequential(
+            nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False),
+            nn.BatchNorm2d(planes),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(planes, planes, 3, padding=1, bias=False),
+            nn.BatchNorm2d(planes),
+        )
+        self.shortcut = shortcut(in_planes, planes, stride)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(N, in_planes, H, W)`` -> ``(N, planes, H / stride, W / stride)``."""
+        return torch.relu(self.residual(x) + self.shortcut(x))
+
+
+class ThreeStageResNet(nn.Module):
+    """He et al.'s (2016) CIFAR ResNet of depth ``6n + 2``: a 3×3 convolution to ``width``
+    channels, three stages of ``n`` basic blocks (``width``, 2·``width``, 4·``width``
+    channels at strides 1, 2, 2), global average pooling and a linear layer. Images
+    ``(N, in_channels, H, W)`` -> logits ``(N, num_classes)``; any ``H, W`` work.
+
+    Raises:
+        ValueError: if ``depth`` is not ``6n + 2`` for some ``n >= 1`` or ``width < 1``.
+    """
+
+    def __init__(self, depth: int, num_classes: int, in_channels: int = 3, width: int = 16) -> None:
+        super().__init__()
+        if depth < 8 or (depth - 2) % 6:
+            raise ValueError(f"depth must be 6n + 2 (8, 14, 20, ...), got {depth}")
+        if width < 1:
+            raise ValueError(f"width must be a positive integer, got {width}")
+        blocks = (depth - 2) // 6
+        layers: list[nn.Module] = [
+            nn.Conv2d(in_channels, width, 3, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+        ]
+        in_planes = width
+        for planes, stride in ((width, 1), (2 * width, 2), (4 * width, 2)):
+            for block in range(blocks):
+                layers.append(BasicBlock(in_planes, planes, stride if block == 0 else 1))
+                in_planes = planes
+        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(in_planes, num_classes)
+        he_init(self)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Images ``(N, in_channels, H, W)`` -> logits ``(N, num_classes)``."""
+        logits: Tensor = self.fc(self.features(x))
+        return logits
+
+
 class ResNet(nn.Module):
     """Four-stage CIFAR ResNet of bottleneck blocks: images ``(N, in_channels, H, W)`` -> logits
     ``(N, num_classes)``.
@@ -120,3 +180,19 @@ def resnet50_tiny(num_classes: int, in_channels: int = 3, image_size: int = 64) 
     adaptive pool, so 8,192 features reach the linear layer: 25,138,952 parameters with 200
     classes. Any ``image_size`` works, with the same parameters."""
     return ResNet((3, 4, 6, 3), num_classes, in_channels, pooled_size=2)
+
+
+def resnet8(
+    num_classes: int, in_channels: int = 3, image_size: int = 32, width: int = 16
+) -> nn.Module:
+    """He et al.'s ResNet-8 (one basic block per stage): 77,754 parameters for one input
+    channel and 10 classes. The ResNet of the longer CPU experiment on Fashion-MNIST."""
+    return ThreeStageResNet(8, num_classes, in_channels, width)
+
+
+def resnet20(
+    num_classes: int, in_channels: int = 3, image_size: int = 32, width: int = 16
+) -> nn.Module:
+    """He et al.'s ResNet-20 (three basic blocks per stage): 272,474 parameters for three
+    input channels and 10 classes."""
+    return ThreeStageResNet(20, num_classes, in_channels, width)
