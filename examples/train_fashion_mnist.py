@@ -23,14 +23,16 @@ import torch
 from torch import Tensor, nn
 
 from focalcal.data import BatchLoader, Dataset, load_dataset
-from focalcal.losses import build_loss
+from focalcal.losses import EpochAware, EpochStart, build_loss, start_epoch
 from focalcal.metrics import calibration_report, reliability_bins
 from focalcal.models import build_model
 from focalcal.report import save_reliability_diagram
 from focalcal.scaling import fit_temperature
 
 
-def train_model(loss_name: str, train: Dataset, epochs: int, seed: int) -> nn.Module:
+def train_model(
+    loss_name: str, train: Dataset, validation: Dataset, epochs: int, seed: int
+) -> nn.Module:
     torch.manual_seed(seed)
     model = build_model("small-cnn", 10, in_channels=1, image_size=28)
     criterion = build_loss(loss_name)
@@ -38,9 +40,10 @@ def train_model(loss_name: str, train: Dataset, epochs: int, seed: int) -> nn.Mo
     milestones = [epochs // 2, (3 * epochs) // 4]
     schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.1)
     batches = BatchLoader(train, batch_size=128, shuffle=True, seed=seed)
+    val_logits = None
     for epoch in range(epochs):
-        if hasattr(criterion, "set_epoch"):  # γ schedules such as FLSc-531
-            criterion.set_epoch(epoch, epochs)
+        # the loss's per-epoch hook: FLSc-531's γ schedule, AdaFocal's γ per bin
+        start_epoch(criterion, EpochStart(epoch, epochs, val_logits, validation.labels))
         batches.set_epoch(epoch)
         model.train()
         for x, y in batches:
@@ -48,6 +51,8 @@ def train_model(loss_name: str, train: Dataset, epochs: int, seed: int) -> nn.Mo
             criterion(model(x), y).backward()
             optimizer.step()
         schedule.step()
+        if isinstance(criterion, EpochAware):
+            val_logits = predict(model, validation)
     return model
 
 
@@ -78,7 +83,7 @@ def main() -> None:
     rows = {}
     for name in args.losses:
         start = time.perf_counter()
-        model = train_model(name, train, args.epochs, args.seed)
+        model = train_model(name, train, validation, args.epochs, args.seed)
         temperature = fit_temperature(predict(model, validation), validation.labels)
         logits, y_test = predict(model, test), test.labels
         before = calibration_report(logits, y_test)

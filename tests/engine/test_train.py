@@ -10,6 +10,7 @@ from focalcal.engine import train as train_module
 from focalcal.engine.checkpoint import load_checkpoint
 from focalcal.engine.config import TrainConfig
 from focalcal.engine.train import load_model, predict, train
+from focalcal.losses import AdaFocalLoss, EpochStart
 
 TINY = TrainConfig(dataset="fashion-mnist", subset=256, val_subset=128, epochs=3, batch_size=64,
                    milestones=[2], analysis_samples=200, loss="flsc-531", augment=True,
@@ -50,10 +51,7 @@ def test_the_logged_validation_accuracy_is_the_models(finished):
     assert accuracy == pytest.approx(records[-1]["val_accuracy"], abs=1e-12)
 
 
-def test_resume_after_an_interruption_ends_like_an_uninterrupted_run(
-    finished, tmp_path, monkeypatch
-):
-    run, _ = finished
+def train_interrupted_after_two_epochs(config, run_dir, monkeypatch):
     write = train_module.atomic_write_text
 
     def interrupt_after_two_epochs(path, text):
@@ -63,9 +61,16 @@ def test_resume_after_an_interruption_ends_like_an_uninterrupted_run(
 
     monkeypatch.setattr(train_module, "atomic_write_text", interrupt_after_two_epochs)
     with pytest.raises(KeyboardInterrupt):
-        train(TINY, tmp_path, progress=False)
-    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["epoch"] == 2
+        train(config, run_dir, progress=False)
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["epoch"] == 2
     monkeypatch.setattr(train_module, "atomic_write_text", write)
+
+
+def test_resume_after_an_interruption_ends_like_an_uninterrupted_run(
+    finished, tmp_path, monkeypatch
+):
+    run, _ = finished
+    train_interrupted_after_two_epochs(TINY, tmp_path, monkeypatch)
     train(TINY, tmp_path, resume=True, progress=False)
     resumed = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
     straight = load_checkpoint(run / "checkpoints" / "last.pt")
@@ -132,3 +137,25 @@ def test_skip_nonfinite_skips_and_counts_the_step(tmp_path, monkeypatch):
     assert [r["skipped_steps"] for r in records] == [0, 1]
     weights = load_checkpoint(tmp_path / "checkpoints" / "last.pt")["model"]
     assert all(bool(w.isfinite().all()) for w in weights.values())
+
+
+def test_adafocal_adapts_through_the_epoch_hook_and_resumes_exactly(tmp_path, monkeypatch):
+    config = TINY.replace(loss="adafocal", milestones=[])
+    train(config, tmp_path / "straight", progress=False)
+    straight = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")
+    train_interrupted_after_two_epochs(config, tmp_path / "resumed", monkeypatch)
+    after_two = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")
+    # epoch 3 started from the validation logits of the epoch-2 model, as the hook promises
+    model, _ = load_model(tmp_path / "resumed", "last")
+    validation = train_module.load_splits(config)["val"]
+    expected = AdaFocalLoss()
+    expected.load_state_dict(after_two["criterion"])
+    logits = predict(model, BatchLoader(validation, 1000))
+    expected.start_epoch(EpochStart(2, 3, logits, validation.labels))
+    torch.testing.assert_close(straight["criterion"]["gammas"], expected.gammas)
+    assert not torch.equal(expected.gammas, after_two["criterion"]["gammas"])  # it moved
+    train(config, tmp_path / "resumed", resume=True, progress=False)
+    resumed = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")
+    for key in ("model", "criterion"):
+        for name, tensor in straight[key].items():
+            assert torch.equal(resumed[key][name], tensor), (key, name)

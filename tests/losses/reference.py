@@ -25,6 +25,19 @@ def focal(z: list[float], y: int, gamma: float) -> float:
     return -((1.0 - p) ** gamma) * math.log(p)
 
 
+def dual_focal(z: list[float], y: int, gamma: float) -> float:
+    """Tao et al. (2023): -(1 - p_y + p_j)^γ log p_y, p_j the largest p_k < p_y (0 if none)."""
+    p = softmax(z)
+    p_j = max((q for q in p if q < p[y]), default=0.0)
+    return -((1.0 - p[y] + p_j) ** gamma) * math.log(p[y])
+
+
+def mbls(z: list[float], y: int, margin: float, alpha: float) -> float:
+    """Liu et al. (2022): -log p_y + α/C · Σ_j max(0, max_k z_k - z_j - m)."""
+    penalty = sum(max(0.0, max(z) - v - margin) for v in z) / len(z)
+    return -math.log(softmax(z)[y]) + alpha * penalty
+
+
 def flsd53_gamma(z: list[float], y: int) -> float:
     return 5.0 if softmax(z)[y] < 0.2 else 3.0
 

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from focalcal.losses import build_loss, focal_loss, loss_names
 
-NAMES = [n for n in loss_names() if "<" not in n] + ["fl-2", "ls-0.1"]
+NAMES = [n for n in loss_names() if "<" not in n] + ["fl-2", "ls-0.1", "dual-focal-5"]
 
 
 @st.composite

@@ -7,6 +7,7 @@ from focalcal.losses import (
     brier_loss,
     build_loss,
     cross_entropy,
+    dual_focal_loss,
     focal_loss,
     loss_names,
     mmce,
@@ -16,6 +17,7 @@ from focalcal.losses import (
 from tests.losses.test_focal import make_inputs
 
 NAMES = [n for n in loss_names() if "<" not in n] + ["fl-0", "fl-0.5", "fl-3", "ls-0.05"]
+NAMES += ["dual-focal-0.5", "dual-focal-5"]
 FUNCTIONS = [
     lambda x, t, **kw: focal_loss(x, t, 2.0, **kw),
     lambda x, t, **kw: sample_dependent_focal_loss(x, t, **kw),
@@ -23,6 +25,7 @@ FUNCTIONS = [
     lambda x, t, **kw: cross_entropy(x, t, label_smoothing=0.1, **kw),
     lambda x, t, **kw: mmce_loss(x, t, weighted=False, **kw),
     lambda x, t, **kw: mmce_loss(x, t, weighted=True, **kw),
+    lambda x, t, **kw: dual_focal_loss(x, t, 5.0, **kw),
 ]
 
 

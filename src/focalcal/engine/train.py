@@ -30,6 +30,7 @@ from focalcal.data import BatchLoader, Dataset, load_dataset
 from focalcal.engine.checkpoint import load_checkpoint, save_checkpoint
 from focalcal.engine.config import TrainConfig
 from focalcal.losses import build_loss
+from focalcal.losses.hooks import EpochAware, EpochStart, start_epoch
 from focalcal.models import build_model
 
 
@@ -72,13 +73,37 @@ def model_for(config: TrainConfig, data: Dataset) -> nn.Module:
 def load_model(
     run_dir: str | os.PathLike[str], which: str = "last", device: str | torch.device = "cpu"
 ) -> tuple[nn.Module, TrainConfig]:
-    """The model of a run's ``last`` or ``best`` checkpoint, in eval mode, and its config."""
-    state = load_checkpoint(Path(run_dir) / "checkpoints" / f"{which}.pt")
+    """The model of a run's ``last`` or ``best`` checkpoint, in eval mode, and its config.
+
+    A checkpoint whose config differs from the run's ``config.toml`` (another run's, copied in)
+    or whose weights do not fit the model is a ``ValueError`` naming the file."""
+    path = Path(run_dir) / "checkpoints" / f"{which}.pt"
+    state = load_checkpoint(path)
+    stored = Path(run_dir) / "config.toml"
+    if stored.exists():
+        _check_same_run(TrainConfig.load(stored), state["config"], path)
     config = TrainConfig.from_dict(state["config"])
     train = load_dataset(config.dataset, config.root, "train", subset=config.subset)
     model = model_for(config, train)
-    model.load_state_dict(state["model"])
+    _load_weights(model, state["model"], path)
     return model.to(device).eval(), config
+
+
+def _check_same_run(config: TrainConfig, stored: dict[str, Any], path: Path) -> None:
+    differ = sorted(k for k, v in config.to_dict().items() if stored.get(k) != v)
+    if differ:
+        raise ValueError(
+            f"{path} was trained with another config (differs in {differ}): not this run's "
+            "checkpoint; resume with the same config or train into another directory"
+        )
+
+
+def _load_weights(model: nn.Module, weights: dict[str, Tensor], path: Path) -> None:
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as error:
+        summary = " ".join(str(error).split())
+        raise ValueError(f"{path}: its weights do not fit the model: {summary}") from None
 
 
 @torch.no_grad()
@@ -187,15 +212,6 @@ def _tensorboard(run_dir: Path) -> Any:
     return SummaryWriter(str(run_dir / "tensorboard"))
 
 
-def _check_resumable(config: TrainConfig, stored: dict[str, Any], path: Path) -> None:
-    differ = sorted(k for k, v in config.to_dict().items() if stored.get(k) != v)
-    if differ:
-        raise ValueError(
-            f"{path} was trained with another config (differs in {differ}); resume with the "
-            "same config or train into another directory"
-        )
-
-
 def train(
     config: TrainConfig, run_dir: str | os.PathLike[str], *, resume: bool = False,
     progress: bool = True,
@@ -216,7 +232,7 @@ def train(
         if not resume:
             raise ValueError(f"{run_dir} already holds a run: pass resume=True or another dir")
         state = load_checkpoint(last)
-        _check_resumable(config, state["config"], last)
+        _check_same_run(config, state["config"], last)
     if writer:
         run_dir.mkdir(parents=True, exist_ok=True)
         config.save(run_dir / "config.toml")
@@ -229,18 +245,20 @@ def train(
     if cuda:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     criterion = build_loss(config.loss, reduction=config.reduction, **config.loss_options)
+    criterion = criterion.to(device)  # buffers: class weights, AdaFocal's γ per bin
     optimizer = _optimizer(config, model)
     schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, config.milestones, config.lr_decay)
     history: list[dict[str, Any]] = []
     best_accuracy = -1.0
     if state is not None:
-        model.load_state_dict(state["model"])
+        _load_weights(model, state["model"], last)
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         torch.set_rng_state(state["rng"])
         if cuda and "cuda_rng" in state:  # dropout on the GPU draws from the CUDA generators
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         history, best_accuracy = state["history"], state["best_accuracy"]
+        criterion.load_state_dict(state.get("criterion", {}))  # AdaFocal's γ per bin
 
     # Each process takes batch_size / world of every global batch (the loader splits by rank),
     # so the lr is the one of batch_size whatever the number of processes; every process
@@ -265,11 +283,13 @@ def train(
     autocast = torch.autocast(device.type, torch.bfloat16) if bf16 else contextlib.nullcontext()
 
     board = _tensorboard(run_dir) if config.tensorboard and writer else None
+    # The loss's hook (γ schedules, AdaFocal) sees the validation logits of the model so far.
+    val_logits = (
+        predict(model, validation) if history and isinstance(criterion, EpochAware) else None
+    )
     for epoch in range(len(history), config.epochs):
         start = time.perf_counter()
-        set_epoch = getattr(criterion, "set_epoch", None)
-        if set_epoch is not None:  # γ schedules (FLSc-531)
-            set_epoch(epoch, config.epochs)
+        start_epoch(criterion, EpochStart(epoch, config.epochs, val_logits, validation.labels))
         batches.set_epoch(epoch)
         steps = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
                      disable=not progress or None)  # fmt: skip
@@ -284,7 +304,8 @@ def train(
             dist.all_reduce(total)
         lr = optimizer.param_groups[0]["lr"]
         schedule.step()
-        val = analysis(predict(model, validation), validation.labels)
+        val_logits = predict(model, validation)
+        val = analysis(val_logits, validation.labels)
         record: dict[str, Any] = {
             "epoch": epoch + 1,
             "lr": lr,
@@ -308,7 +329,7 @@ def train(
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "schedule": schedule.state_dict(), "rng": torch.get_rng_state(),
             "config": config.to_dict(), "history": history, "best_accuracy": best_accuracy,
-            "epoch": epoch + 1,
+            "epoch": epoch + 1, "criterion": criterion.state_dict(),
         }  # fmt: skip
         if cuda:
             checkpoint["cuda_rng"] = torch.cuda.get_rng_state_all()

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from focalcal._checks import check_class_indices, check_scores
+from focalcal._checks import check_class_indices, check_scores, warn_if_probabilities
 
 Reduction = Literal["mean", "sum", "none"]
 REDUCTIONS: tuple[str, ...] = ("mean", "sum", "none")
@@ -48,6 +48,7 @@ def check_inputs(
     check_scores(logits, "logits")
     check_class_indices(logits, target, ("logits", "target"))
     check_reduction(reduction)
+    warn_if_probabilities(logits)  # softmax output passed as logits (CPU only: no sync)
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()
     if weight is not None:
@@ -57,6 +58,11 @@ def check_inputs(
             raise ValueError(f"weight must be a tensor of shape ({num_classes},), got {shape}")
         if weight.device != logits.device:
             raise ValueError(f"weight is on {weight.device} but logits are on {logits.device}")
+        # An infinite weight makes a mean inf / inf = NaN without a NaN element: refuse it.
+        if weight.device.type == "cuda":
+            torch._assert_async(weight.isfinite().all(), "weight holds NaN or infinite values")
+        elif not weight.isfinite().all():
+            raise ValueError("weight holds NaN or infinite values")
         weight = weight.to(logits.dtype)
     return logits, target.long(), weight
 
@@ -127,7 +133,7 @@ def reduce_loss(
         if not weighted:
             values = values * weights
     total = values.sum()
-    _check_not_nan(total, logits, target, weight, ignore_index)
+    _check_not_nan(total, logits, target, ignore_index)
     if reduction == "none":
         return values
     if reduction == "sum":
@@ -137,16 +143,12 @@ def reduce_loss(
     return total / weights.sum()
 
 
-def _check_not_nan(
-    total: Tensor, logits: Tensor, target: Tensor, weight: Tensor | None, ignore_index: int
-) -> None:
+def _check_not_nan(total: Tensor, logits: Tensor, target: Tensor, ignore_index: int) -> None:
     # Every loss is >= 0 per element, so the sum is NaN exactly when one element is.
     if total.device.type == "cuda":
-        message = "the loss is NaN: logits hold NaN or +inf, or weight is not finite"
+        message = "the loss is NaN: logits hold NaN or +inf"
         torch._assert_async(~total.isnan(), message)
     elif math.isnan(total.detach()):
-        if weight is not None and not weight.isfinite().all():
-            raise ValueError("weight holds NaN or infinite values")
         kept = logits.movedim(1, -1)[target != ignore_index]
         counts = [int(kept.isnan().sum()), int((kept == math.inf).sum())]
         counts.append(int((kept == -math.inf).sum()))

@@ -19,6 +19,7 @@ from scipy.special import lambertw
 from torch import Tensor
 
 from focalcal.losses._common import Reduction, check_gamma, check_inputs, nll, reduce_loss
+from focalcal.losses.hooks import EpochStart
 from focalcal.losses.modules import WeightedLoss
 
 FLSD_53: tuple[tuple[float, ...], tuple[float, ...]] = ((0.2,), (5.0, 3.0))
@@ -260,7 +261,8 @@ class SampleDependentFocalLoss(WeightedLoss):
 class ScheduledFocalLoss(WeightedLoss):
     """Focal loss whose γ follows the epoch (FLSc); the defaults are FLSc-531.
 
-    Call :meth:`set_epoch` at the start of every epoch; until then γ is ``gammas[0]``.
+    Call :meth:`set_epoch` (or the training loop's hook :meth:`start_epoch`) at the start of
+    every epoch; until then γ is ``gammas[0]``.
 
     Example:
         >>> criterion = ScheduledFocalLoss()
@@ -286,6 +288,10 @@ class ScheduledFocalLoss(WeightedLoss):
     def set_epoch(self, epoch: int, epochs: int) -> None:
         """Use the γ of 0-based ``epoch`` in a run of ``epochs`` (see :func:`scheduled_gamma`)."""
         self.gamma = scheduled_gamma(epoch, epochs, self.milestones, self.gammas)
+
+    def start_epoch(self, epoch: EpochStart) -> None:
+        """The training loop's hook (:mod:`focalcal.losses.hooks`): :meth:`set_epoch`."""
+        self.set_epoch(epoch.epoch, epoch.epochs)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         return focal_loss(

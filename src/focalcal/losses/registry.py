@@ -7,6 +7,7 @@ from typing import Any
 
 from torch import nn
 
+from focalcal.losses.adafocal import AdaFocalLoss
 from focalcal.losses.baselines import BrierLoss, CrossEntropyLoss, LabelSmoothingLoss, MMCELoss
 from focalcal.losses.focal import (
     FLSD_53,
@@ -15,6 +16,7 @@ from focalcal.losses.focal import (
     SampleDependentFocalLoss,
     ScheduledFocalLoss,
 )
+from focalcal.losses.successors import DualFocalLoss, MarginLabelSmoothingLoss
 
 # name -> (summary, constructor taking weight / ignore_index / reduction keywords)
 _FIXED: dict[str, tuple[str, Callable[..., nn.Module]]] = {
@@ -37,12 +39,24 @@ _FIXED: dict[str, tuple[str, Callable[..., nn.Module]]] = {
         "focal loss scheduled by epoch: gamma 5, 3 from 100/350 of the run, 1 from 250/350",
         ScheduledFocalLoss,
     ),
+    "mbls": (
+        "margin-based label smoothing: cross-entropy + 0.1 x logit gaps beyond 10",
+        MarginLabelSmoothingLoss,
+    ),
+    "adafocal": (
+        "AdaFocal: gamma per confidence bin, adapted every epoch to the validation calibration",
+        AdaFocalLoss,
+    ),
 }
 
 # prefix -> (summary, constructor taking the number after the prefix first)
 _PARAMETRIC: dict[str, tuple[str, Callable[..., nn.Module]]] = {
     "fl": ("focal loss with a fixed gamma, e.g. fl-3", lambda v, **kw: FocalLoss(v, **kw)),
     "ls": ("label smoothing epsilon, e.g. ls-0.05", lambda v, **kw: LabelSmoothingLoss(v, **kw)),
+    "dual-focal": (
+        "dual focal loss with a fixed gamma, e.g. dual-focal-5",
+        lambda v, **kw: DualFocalLoss(v, **kw),
+    ),
 }
 
 
@@ -59,18 +73,25 @@ def build_loss(name: str, **kwargs: Any) -> nn.Module:
     Example:
         >>> build_loss("fl-3")
         FocalLoss(gamma=3.0, ignore_index=-100, reduction='mean')
+        >>> build_loss("dual-focal-5")
+        DualFocalLoss(gamma=5.0, ignore_index=-100, reduction='mean')
+        >>> build_loss("mbls", margin=6.0)
+        MarginLabelSmoothingLoss(margin=6.0, alpha=0.1, ignore_index=-100, reduction='mean')
         >>> build_loss("flsd-53", reduction="sum")
         SampleDependentFocalLoss(thresholds=(0.2,), gammas=(5.0, 3.0), ignore_index=-100, reduction='sum')
     """  # noqa: E501
     key = name.strip().lower()
     if key in _FIXED:
         return _FIXED[key][1](**kwargs)
-    prefix, _, number = key.partition("-")
-    if prefix in _PARAMETRIC and number:
-        try:
-            value = float(number)
-        except ValueError:
-            raise ValueError(f"loss {name!r}: {number!r} is not a number") from None
-        return _PARAMETRIC[prefix][1](value, **kwargs)
+    # A prefix may hold hyphens ("dual-focal") and the number too ("fl-1e-3"): match whole
+    # prefixes, the longest first.
+    for prefix in sorted(_PARAMETRIC, key=len, reverse=True):
+        number = key.removeprefix(f"{prefix}-")
+        if number and number != key:
+            try:
+                value = float(number)
+            except ValueError:
+                raise ValueError(f"loss {name!r}: {number!r} is not a number") from None
+            return _PARAMETRIC[prefix][1](value, **kwargs)
     valid = ", ".join(loss_names())
     raise ValueError(f"unknown loss {name!r}; valid names: {valid}")
