@@ -16,7 +16,12 @@ from focalcal.engine.config import TrainConfig
 from focalcal.engine.evaluate import evaluate, is_evaluated, ood_dataset, parse_ood
 from focalcal.engine.train import load_model, load_splits, predict, train
 from focalcal.metrics import calibration_report, ood_auroc
-from focalcal.scaling import fit_temperature
+from focalcal.scaling import (
+    fit_matrix_scaling,
+    fit_temperature,
+    fit_vector_scaling,
+    odir_penalties,
+)
 
 # the module, not the function an engine package may export under its name
 evaluate_module = importlib.import_module("focalcal.engine.evaluate")
@@ -51,13 +56,22 @@ def test_writes_every_promised_file(run_dir):
         "temperature",
         "val_samples",
         "test",
+        "post_hoc",
         "ood",
     }
     assert (stored["dataset"], stored["model"], stored["loss"]) == ("digits", "small-cnn", "ce")
     assert (stored["checkpoint"], stored["epoch"], stored["val_samples"]) == ("last", 2, 128)
     assert set(stored["ood"][NOISE]) == {"num_samples", "entropy", "confidence"}
+    assert set(stored["post_hoc"]) == {"vector", "matrix"}
+    assert set(stored["post_hoc"]["vector"]) == set(stored["test"]["before"])
     markdown = (run_dir / "evaluation.md").read_text()
     assert "| ECE (%) |" in markdown and f"OOD AUROC (%), {NOISE}, entropy" in markdown
+    # The post-hoc table: a row per metric, the four reports side by side.
+    header = "| Metric | Before | After T | Vector scaling | Matrix, ODIR λ = 9, μ = 1 |"
+    assert "## Post-hoc calibration maps" in markdown and header in markdown
+    reports = [stored["test"]["before"], stored["test"]["after"], *stored["post_hoc"].values()]
+    row = " | ".join(f"{100 * report['ece']:.2f}" for report in reports)
+    assert f"| ECE (%) | {row} |" in markdown
     assert (run_dir / "reliability.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(run_dir.glob("*.tmp")) and not list(run_dir.glob(".*"))
 
@@ -75,6 +89,25 @@ def test_numbers_equal_the_metrics_module_on_the_same_checkpoint(run_dir, object
     assert result["test"]["before"] == calibration_report(test, labels).to_dict()
     after = calibration_report(test / temperature, labels).to_dict()
     assert result["test"]["after"] == {**after, "temperature": temperature}
+    # Vector and matrix scaling (ODIR at the default penalties), fitted on the same
+    # validation logits, applied to the test logits.
+    vector = fit_vector_scaling(val, splits["val"].labels)
+    penalties = odir_penalties(10)
+    matrix = fit_matrix_scaling(val, splits["val"].labels, *penalties)
+    assert result["post_hoc"]["vector"] == calibration_report(vector(test), labels).to_dict()
+    assert result["post_hoc"]["matrix"] == {
+        **calibration_report(matrix(test), labels).to_dict(),
+        "off_diagonal_penalty": penalties[0],
+        "bias_penalty": penalties[1],
+    }
+    # The maps are fitted by validation NLL: there, neither is worse than temperature scaling
+    # by NLL, or than no map at all.
+    val_labels = splits["val"].labels
+    nll_t = calibration_report(val / fit_temperature(val, val_labels, "nll"), val_labels).nll
+    assert calibration_report(vector(val), val_labels).nll <= nll_t + 1e-5  # float32 logits
+    assert (
+        calibration_report(matrix(val), val_labels).nll <= calibration_report(val, val_labels).nll
+    )
 
     noisy = load_dataset("digits", split="test", corruption="gaussian_noise", severity=5)
     noisy_logits = logits_of(model, noisy)
@@ -92,8 +125,8 @@ def test_best_checkpoint_and_bootstrap_intervals(run_dir):
     result = evaluate(run_dir, checkpoint="best", bootstrap_samples=20, write=False)
     best = json.loads((run_dir / "result.json").read_text())["best_epoch"]
     assert (result["checkpoint"], result["epoch"]) == ("best", best)
-    for when in ("before", "after"):
-        low, high = result["test"][when]["intervals"]["ece"]
+    for report in (*result["test"].values(), *result["post_hoc"].values()):
+        low, high = report["intervals"]["ece"]
         assert low <= high
 
 

@@ -1,10 +1,11 @@
 """Evaluate a trained run the paper's way: calibration before and after temperature scaling
-(T fitted on the validation split), and OOD detection by AUROC.
+(T fitted on the validation split), and OOD detection by AUROC; beyond the paper, calibration
+after vector scaling and after matrix scaling with ODIR (fitted on the same validation logits).
 
 ``evaluate(run_dir)`` writes three files into the run directory, each atomically:
 
 - ``evaluation.json``: the schema below, numbers as fractions (percentages only in tables);
-- ``evaluation.md``: the same numbers as a small Markdown table;
+- ``evaluation.md``: the same numbers as small Markdown tables;
 - ``reliability.png``: reliability diagrams of the test split, before | after T.
 
 ``evaluation.json``::
@@ -20,6 +21,10 @@
       "val_samples": 1000,                # how many samples T was fitted on
       "test": {"before": {...}, "after": {...}},   # CalibrationReport.to_dict() of test logits
                                                    # and of test logits / T
+      "post_hoc": {                       # the same, of the test logits under affine maps
+        "vector": {...},                  #   fitted on the validation split: vector scaling,
+        "matrix": {..., "off_diagonal_penalty": 9.0, "bias_penalty": 1.0}  # matrix scaling
+      },                                  #   with ODIR at odir_penalties(C): λ, μ
       "ood": {                            # one entry per OOD set, keyed by its spec
         "svhn": {
           "num_samples": 26032,
@@ -58,7 +63,13 @@ from focalcal.metrics import calibration_report, ood_auroc, reliability_bins
 from focalcal.metrics.ood import OODScore
 from focalcal.report.plots import save_reliability_diagram
 from focalcal.report.tables import evaluation_markdown
-from focalcal.scaling import Objective, fit_temperature
+from focalcal.scaling import (
+    Objective,
+    fit_matrix_scaling,
+    fit_temperature,
+    fit_vector_scaling,
+    odir_penalties,
+)
 
 CHECKPOINTS = ("last", "best")
 OBJECTIVES = ("ece", "nll")
@@ -148,8 +159,12 @@ def evaluate(
     reports every calibration metric of the test split before and after T (with
     ``bootstrap_samples`` resamples, 95 % intervals), and the AUROC of telling each ``ood`` set
     (see :func:`parse_ood`) from the test split by softmax entropy and by max confidence, before
-    and after T. Returns the evaluation (the module docstring's schema); with ``write``, also
-    writes ``evaluation.json``, ``evaluation.md`` and (with matplotlib) ``reliability.png``.
+    and after T. Also reports the test metrics after vector scaling and after matrix scaling
+    with ODIR at the default penalties (:func:`~focalcal.scaling.fit_vector_scaling`,
+    :func:`~focalcal.scaling.fit_matrix_scaling`, :func:`~focalcal.scaling.odir_penalties`),
+    both fitted on the validation logits.
+    Returns the evaluation (the module docstring's schema); with ``write``, also writes
+    ``evaluation.json``, ``evaluation.md`` and (with matplotlib) ``reliability.png``.
 
     Raises ``FileNotFoundError`` for a missing run directory or checkpoint, ``ValueError`` for
     an unknown checkpoint, objective or OOD set.
@@ -183,6 +198,18 @@ def evaluate(
         ).to_dict()
         for when, t in (("before", None), ("after", temperature))
     }
+    off_diagonal, bias = odir_penalties(logits["val"].shape[1])
+    maps = {
+        "vector": fit_vector_scaling(logits["val"], labels["val"]),
+        "matrix": fit_matrix_scaling(logits["val"], labels["val"], off_diagonal, bias),
+    }
+    post_hoc = {
+        kind: calibration_report(
+            calibration(logits["test"]), labels["test"], bootstrap_samples=bootstrap_samples
+        ).to_dict()
+        for kind, calibration in maps.items()
+    }
+    post_hoc["matrix"].update(off_diagonal_penalty=off_diagonal, bias_penalty=bias)
     evaluation: dict[str, Any] = {
         "version": 1,
         "run": str(Path(run_dir).resolve()),
@@ -195,6 +222,7 @@ def evaluate(
         "temperature": temperature,
         "val_samples": len(labels["val"]),
         "test": reports,
+        "post_hoc": post_hoc,
         "ood": {},
     }
     for spec in ood:
@@ -245,9 +273,11 @@ def is_evaluated(
     except (FileNotFoundError, ValueError):
         return False
     wanted = {"checkpoint": checkpoint, "objective": objective, "epoch": epoch}
-    return all(evaluation.get(k) == v for k, v in wanted.items()) and set(
-        evaluation.get("ood", {})
-    ) == set(ood)
+    return (
+        all(evaluation.get(k) == v for k, v in wanted.items())
+        and set(evaluation.get("ood", {})) == set(ood)
+        and "post_hoc" in evaluation  # older evaluations lack vector and matrix scaling
+    )
 
 
 def _checkpoint_path(run_dir: str | os.PathLike[str], checkpoint: str) -> Path:
