@@ -47,9 +47,25 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         config = TrainConfig.load(args.config) if args.config else preset(args.preset)
         names = ("dataset", "model", "loss", "epochs", "subset", "seed", "device")
         flags = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
-        return config.replace(**flags, **_overrides(args.set))
+        config = config.replace(**flags, **_overrides(args.set))
+        _check_names(config)
+        return config
     except (ValueError, TypeError, FileNotFoundError) as error:
         raise UsageError(str(error)) from None
+
+
+def _check_names(config: TrainConfig) -> None:
+    """An unknown dataset, model or loss (or a loss option it refuses, like γ < 0) is a bad
+    argument, found before a run directory is made, not a run that fails."""
+    from focalcal.data import dataset_names
+    from focalcal.losses import build_loss
+    from focalcal.models import model_names
+
+    if config.dataset not in dataset_names():
+        raise ValueError(f"unknown dataset {config.dataset!r}; known: {', '.join(dataset_names())}")
+    if config.model.strip().lower() not in model_names():  # as build_model reads it
+        raise ValueError(f"unknown model {config.model!r}; known: {', '.join(model_names())}")
+    build_loss(config.loss, **config.loss_options)
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, default_preset: str) -> None:
@@ -114,12 +130,55 @@ def _reproduce(args: argparse.Namespace) -> None:
     from focalcal.experiments.reproduce import DEFAULT_LOSSES, grid, reproduce
 
     base = _config(args)
-    configs = grid(base, args.losses or DEFAULT_LOSSES, args.models or (), args.datasets or ())
+    try:
+        configs = grid(base, args.losses or DEFAULT_LOSSES, args.models or (),
+                       args.datasets or (), args.seeds)  # fmt: skip
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     out = args.out or Path("runs") / f"reproduce-{args.preset}"
     ood = args.ood if args.ood is not None else ["corruption:gaussian_noise:5"]
-    reproduce(configs, out, ood=ood, objective=args.objective, progress=not args.quiet)
+    settings = {"ood": ood, "objective": args.objective, "bootstrap_samples": args.bootstrap}
+    if args.shard:  # one process of a job array: its runs, no tables
+        reproduce(configs, out, shard=_shard(args.shard), progress=not args.quiet, **settings)
+        return
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:  # torchrun: one shard per process, one device each; then rank 0 tabulates
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        reproduce(configs, out, shard=(rank, world), progress=not args.quiet, **settings)
+        _wait_for_every_process()
+        if rank != 0:
+            return
+    reproduce(configs, out, progress=not args.quiet, **settings)  # finished runs are skipped
     print((out / "tables.md").read_text(), end="")
     print(f"\ntables, figures and runs in {out}/")
+
+
+def _shard(text: str) -> tuple[int, int]:
+    index, sep, count = text.partition("/")
+    try:
+        shard = (int(index), int(count))
+    except ValueError:
+        shard = (-1, 0)
+    if not sep or not 0 <= shard[0] < shard[1]:
+        raise UsageError(f"--shard expects K/N with 0 <= K < N, got {text!r}")
+    return shard
+
+
+def _wait_for_every_process() -> None:
+    """A barrier over torchrun's processes (gloo, no practical deadline: shards take as long
+    as they take)."""
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", timeout=timedelta(days=30))
+    try:
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
 
 
 def _gamma(args: argparse.Namespace) -> None:
@@ -174,6 +233,18 @@ def parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--datasets", nargs="+")
     reproduce.add_argument("--ood", nargs="*", help="default: corruption:gaussian_noise:5")
     reproduce.add_argument("--objective", choices=("ece", "nll"), default="ece")
+    reproduce.add_argument(
+        "--seeds", type=int, default=1,
+        help="runs of each configuration, seeds SEED, SEED+1, ... (tables: mean ± std)",
+    )  # fmt: skip
+    reproduce.add_argument(
+        "--bootstrap", type=int, default=0, help="bootstrap resamples: test-set intervals"
+    )
+    reproduce.add_argument(
+        "--shard", metavar="K/N",
+        help="only runs K, K+N, K+2N, ... and no tables (one process of a job array); under "
+        "torchrun each process takes its RANK/WORLD_SIZE shard and rank 0 writes the tables",
+    )  # fmt: skip
     reproduce.add_argument("--out", type=Path, help="default: runs/reproduce-PRESET")
     reproduce.add_argument("--quiet", action="store_true")
     reproduce.set_defaults(handler=_reproduce)
@@ -193,12 +264,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.handler(args)
     except UsageError as error:
-        print(f"focalcal {args.command}: error: {error}", file=sys.stderr)
+        print(f"focalcal {args.command}: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"focalcal {args.command}: interrupted", file=sys.stderr)
         return 1
     except Exception as error:  # a failed run: one clear line, not a traceback
-        print(f"focalcal {args.command}: error: {type(error).__name__}: {error}", file=sys.stderr)
+        message = " ".join(str(error).split())  # e.g. load_state_dict's lines of missing keys
+        print(f"focalcal {args.command}: error: {type(error).__name__}: {message}", file=sys.stderr)
         return 1
     return 0

@@ -40,3 +40,23 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     for a, b in zip(pair["history"], single["history"], strict=True):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
         assert a["val_accuracy"] == pytest.approx(b["val_accuracy"], abs=1 / 128 + 1e-9)
+
+
+def test_torchrun_reproduce_spreads_a_grid_one_run_per_process(tmp_path):
+    """Each process trains its own runs (no DDP inside), then rank 0 alone writes the tables."""
+    out = tmp_path / "grid"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+               "2", "-m", "focalcal", "reproduce", "--dataset", "digits", "--subset", "128",
+               "--epochs", "1", "--losses", "ce", "fl-3", "--set", "val_subset=64", "--set",
+               "analysis_samples=64", "--set", "milestones=[]", "--device", "cpu", "--ood",
+               "--out", str(out)]  # fmt: skip
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "[shard 0/2] digits/small-cnn/ce:" in result.stdout
+    assert "[shard 1/2] digits/small-cnn/fl-3:" in result.stdout
+    assert result.stdout.count("skipped in") == 2  # rank 0's final pass only tabulates
+    assert result.stdout.count("# Results") == 1
+    for loss in ("ce", "fl-3"):
+        assert (out / "runs" / "digits" / "small-cnn" / loss / "evaluation.json").is_file()
+    assert (out / "tables.md").is_file()

@@ -5,6 +5,7 @@ import importlib
 import json
 import re
 import shutil
+import statistics
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -93,7 +94,7 @@ def test_table_values_equal_the_evaluations(done):
     markdown = (out / "tables.md").read_text()
     for name, row in zip(NAMES, rows, strict=True):
         evaluation = json.loads((out / "runs" / name / "evaluation.json").read_text())
-        assert row == result_row(evaluation, run=name)
+        assert row == result_row(evaluation, run=name, seed=BASE.seed)
         before, after = evaluation["test"]["before"], evaluation["test"]["after"]
         assert (row["ece_before"], row["ece_after"]) == (before["ece"], after["ece"])
         assert row["ood"][NOISE]["entropy"] == evaluation["ood"][NOISE]["entropy"]
@@ -184,6 +185,13 @@ def test_grid_names_and_spec():
         Grid.from_dict({"loss": ["ce"]})
     with pytest.raises(ValueError, match="losses is empty"):
         grid(BASE, [])
+    with pytest.raises(ValueError, match="seeds must be a positive integer, got 0"):
+        grid(BASE, ["ce"], seeds=0)
+    seeded = Grid.from_dict({"base": {"seed": 3}, "losses": ["ce"], "seeds": 2}).configs()
+    assert {name: config.seed for name, config in seeded.items()} == {
+        "fashion-mnist/small-cnn/ce/seed-3": 3,
+        "fashion-mnist/small-cnn/ce/seed-4": 4,
+    }
     for loss in DEFAULT_LOSSES:
         build_loss(loss)
 
@@ -200,3 +208,75 @@ def test_nll_curves_show_what_the_logs_hold(done):
     assert [a.get_title() for a in nll_curves_figure(without_analysis).axes] == ["Validation NLL"]
     with pytest.raises(ValueError, match="history 'x' must be a non-empty list"):
         nll_curves_figure({"x": []})
+
+
+def test_seeds_give_means_and_standard_deviations_and_mark_only_clear_winners(tmp_path):
+    base = BASE.replace(epochs=1)
+    rows = reproduce(Grid(base, ["ce", "fl-3"], seeds=2), tmp_path, progress=False)
+    names = [f"digits/small-cnn/{loss}/seed-{seed}" for loss in ("ce", "fl-3") for seed in (0, 1)]
+    assert [row["run"] for row in rows] == names and [row["seed"] for row in rows] == [0, 1] * 2
+    evaluations = {
+        name: json.loads((tmp_path / "runs" / name / "evaluation.json").read_text())
+        for name in names
+    }
+    markdown = (tmp_path / "tables.md").read_text()
+    comparison = markdown[markdown.index("## Losses compared") :]
+    for loss in ("ce", "fl-3"):
+        runs = [evaluations[f"digits/small-cnn/{loss}/seed-{seed}"] for seed in (0, 1)]
+        values = [100 * run["test"]["before"]["ece"] for run in runs]
+        mean, std = statistics.mean(values), statistics.stdev(values)
+        assert f"{mean:.2f} ± {std:.2f}" in markdown  # the ECE table and the comparison
+        line = next(row for row in comparison.splitlines() if row.startswith(f"| {loss.upper()} "))
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        assert cells[2].strip("*") == f"{mean:.2f} ± {std:.2f}"
+    # the bold marks follow the rule, recomputed from the evaluations
+    for metric, when in [("ece", "before"), ("nll", "after")]:
+        stats = {}
+        for loss in ("ce", "fl-3"):
+            values = [evaluations[f"digits/small-cnn/{loss}/seed-{s}"]["test"][when][metric]
+                      for s in (0, 1)]  # fmt: skip
+            stats[loss] = (statistics.mean(values), statistics.stdev(values))
+        (best, best_std), (runner, runner_std) = sorted(stats.values())
+        winner = (
+            min(stats, key=lambda k: stats[k][0])
+            if runner - best > max(best_std, runner_std)
+            else None
+        )
+        index = 2 if metric == "ece" else 9
+        for loss in ("ce", "fl-3"):
+            line = next(r for r in comparison.splitlines() if r.startswith(f"| {loss.upper()} "))
+            cell = [c.strip() for c in line.strip("|").split("|")][index]
+            assert cell.startswith("**") == (loss == winner), (metric, when, loss, cell)
+    assert "over 2 seeds" in comparison and "[" not in comparison.split("###")[1]
+
+
+def test_single_runs_show_bootstrap_intervals_in_the_comparison(copy):
+    rows = reproduce(Grid(BASE, ["ce", "flsd-53"]), copy, ood=[NOISE], bootstrap_samples=50,
+                     progress=False)  # fmt: skip
+    comparison = (copy / "tables.md").read_text().split("## Losses compared")[1]
+    for row in rows:
+        low, high = row["intervals"]["ece_before"]
+        assert low <= row["ece_before"] <= high
+        assert f"{100 * row['ece_before']:.2f} [{100 * low:.2f}, {100 * high:.2f}]" in comparison
+    assert "**" not in comparison.split("Lower is better")[0]
+
+
+def test_shards_split_a_grid_and_a_last_call_tabulates(tmp_path, monkeypatch):
+    spec = Grid(BASE.replace(epochs=1), ["ce", "fl-3", "flsd-53"])
+    first = reproduce(spec, tmp_path, shard=(0, 2), progress=False)
+    second = reproduce(spec, tmp_path, shard=(1, 2), progress=False)
+    names = [f"digits/small-cnn/{loss}" for loss in ("ce", "fl-3", "flsd-53")]
+    assert [r["run"] for r in first] == names[0::2] and [r["run"] for r in second] == names[1::2]
+    assert not (tmp_path / "tables.md").exists()  # shards write runs only
+    forbid(monkeypatch, "train", "evaluate")
+    rows = reproduce(spec, tmp_path, progress=False)
+    assert [r["run"] for r in rows] == names and (tmp_path / "tables.md").is_file()
+    with pytest.raises(ValueError, match=r"shard must be \(k, n\) with 0 <= k < n, got \(2, 2\)"):
+        reproduce(spec, tmp_path, shard=(2, 2), progress=False)
+
+
+def test_a_missing_dataset_fails_before_the_first_run(tmp_path):
+    configs = {"ok": BASE, "late": BASE.replace(dataset="cifar10", root=str(tmp_path / "none"))}
+    with pytest.raises(ValueError, match=r"run 'late': dataset 'cifar10': .*cifar-10-python"):
+        reproduce(configs, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()

@@ -125,6 +125,9 @@ def test_json_keeps_unrounded_fractions():
         "before": 0.012345,
         "after": 0.987654,
         "temperature": 1.2345,
+        "before_std": None,
+        "after_std": None,
+        "runs": 1,
     }
 
 
@@ -206,3 +209,23 @@ def test_evaluation_markdown():
     assert "Checkpoint `best` (epoch 7); T = 1.1" in text
     assert "| ECE (%) | 5.00 [4.00, 6.00] | 1.00 [4.00, 6.00] |" in text
     assert "| OOD AUROC (%), svhn, confidence | 70.00 | 75.00 |" in text
+
+
+def test_post_hoc_maps_reach_the_rows_and_their_own_comparison():
+    document = evaluation()
+    vector = {**document["test"]["before"], "ece": 0.021, "nll": 0.25}
+    matrix = {**vector, "ece": 0.017, "off_diagonal_penalty": 9.0, "bias_penalty": 1.0}
+    document["post_hoc"] = {"vector": vector, "matrix": matrix}
+    values = result_row(document, run="r")
+    assert (values["ece_vector"], values["ece_matrix"], values["nll_vector"]) == (
+        0.021,
+        0.017,
+        0.25,
+    )
+    page = markdown_tables([values])
+    section = page.split("## What post-hoc maps leave")[1]
+    assert "| FL-3 | 5.00 | 1.00 | 2.10 | 1.70 | 30.00 | 30.00 | 25.00 | 25.00 |" in section
+    assert "## What post-hoc maps leave" not in markdown_tables([result_row(evaluation())])
+    page = evaluation_markdown(document)
+    assert "## Post-hoc calibration maps" in page and "Matrix, ODIR λ = 9, μ = 1" in page
+    assert "| ECE (%) | 5.00 | 1.00 | 2.10 | 1.70 |" in page

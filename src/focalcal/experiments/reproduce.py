@@ -30,7 +30,7 @@ from typing import Any
 from urllib.parse import quote
 
 from focalcal._io import atomic_write_text
-from focalcal.data import dataset_names
+from focalcal.data import dataset_names, load_dataset
 from focalcal.engine.config import TrainConfig
 from focalcal.engine.evaluate import OBJECTIVES, evaluate, is_evaluated, parse_ood
 from focalcal.engine.train import train
@@ -54,37 +54,47 @@ def grid(
     losses: Sequence[str] = DEFAULT_LOSSES,
     models: Sequence[str] = (),
     datasets: Sequence[str] = (),
+    seeds: int = 1,
 ) -> dict[str, TrainConfig]:
     """One config per (dataset, model, loss), named ``"<dataset>/<model>/<loss>"``; empty
-    ``models`` or ``datasets`` keep ``base``'s. Everything else comes from ``base``.
+    ``models`` or ``datasets`` keep ``base``'s. Everything else comes from ``base``. With
+    ``seeds`` = K > 1, K runs of each with seeds ``base.seed``, ``base.seed + 1``, …, named
+    ``"<dataset>/<model>/<loss>/seed-<seed>"``.
 
     Example:
         >>> list(grid(TrainConfig(), ["ce", "flsd-53"]))
         ['fashion-mnist/small-cnn/ce', 'fashion-mnist/small-cnn/flsd-53']
+        >>> list(grid(TrainConfig(seed=7), ["ce"], seeds=2))
+        ['fashion-mnist/small-cnn/ce/seed-7', 'fashion-mnist/small-cnn/ce/seed-8']
     """
     if not losses:
         raise ValueError("losses is empty: name at least one loss")
-    return {
-        f"{dataset}/{model}/{loss}": base.replace(dataset=dataset, model=model, loss=loss)
-        for dataset in datasets or (base.dataset,)
-        for model in models or (base.model,)
-        for loss in losses
-    }
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
+    runs = {}
+    for dataset in datasets or (base.dataset,):
+        for model in models or (base.model,):
+            for loss in losses:
+                for seed in range(base.seed, base.seed + seeds):
+                    name = f"{dataset}/{model}/{loss}" + (f"/seed-{seed}" if seeds > 1 else "")
+                    runs[name] = base.replace(dataset=dataset, model=model, loss=loss, seed=seed)
+    return runs
 
 
 @dataclass(frozen=True)
 class Grid:
     """A grid spec for :func:`reproduce`: ``base`` crossed with ``losses``, ``models`` and
-    ``datasets`` as in :func:`grid`."""
+    ``datasets``, each run ``seeds`` times, as in :func:`grid`."""
 
     base: TrainConfig = field(default_factory=TrainConfig)
     losses: Sequence[str] = DEFAULT_LOSSES
     models: Sequence[str] = ()
     datasets: Sequence[str] = ()
+    seeds: int = 1
 
     def configs(self) -> dict[str, TrainConfig]:
         """The grid's runs by name."""
-        return grid(self.base, self.losses, self.models, self.datasets)
+        return grid(self.base, self.losses, self.models, self.datasets, self.seeds)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> Grid:
@@ -96,12 +106,13 @@ class Grid:
             >>> spec.base.epochs, list(spec.configs())[1]
             (2, 'fashion-mnist/small-cnn/fl-3')
         """
-        unknown = sorted(set(values) - {"base", "losses", "models", "datasets"})
+        known = ("base", "losses", "models", "datasets", "seeds")
+        unknown = sorted(set(values) - set(known))
         if unknown:
-            raise ValueError(f"unknown grid keys {unknown}; known: base, losses, models, datasets")
+            raise ValueError(f"unknown grid keys {unknown}; known: {', '.join(known)}")
         base = TrainConfig.from_dict(dict(values.get("base", {})))
         lists = {k: tuple(values[k]) for k in ("losses", "models", "datasets") if k in values}
-        return cls(base, **lists)
+        return cls(base, **lists, seeds=values.get("seeds", 1))
 
 
 def reproduce(
@@ -111,6 +122,8 @@ def reproduce(
     ood: Sequence[str] = (),
     objective: Objective = "ece",
     checkpoint: str = "last",
+    bootstrap_samples: int = 0,
+    shard: tuple[int, int] = (0, 1),
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Train, evaluate and tabulate every run of ``configs`` (name → config, or a
@@ -118,12 +131,19 @@ def reproduce(
 
     Runs go in order; each is skipped when finished and evaluated with these settings,
     resumed when unfinished, then evaluated (``checkpoint``, T fitted by ``objective``, AUROC
-    against each ``ood`` set). With ``progress``, prints one line per run. Returns the table
-    rows (:func:`focalcal.report.tables.result_row`), one per run, in order.
+    against each ``ood`` set, ``bootstrap_samples`` resamples for intervals). With
+    ``progress``, prints one line per run. Returns the table rows
+    (:func:`focalcal.report.tables.result_row`), one per run, in order. Runs of one (dataset,
+    model, loss) with different seeds are averaged in the tables (mean ± standard deviation).
+
+    ``shard=(k, n)``: only the runs ``k, k + n, k + 2n, …`` of the grid, and no tables. Each
+    process of a job array (or of ``torchrun``, see the CLI) takes its own shard: the runs are
+    independent, so a grid spreads over devices and machines that share ``out_dir``; a last
+    call without ``shard`` finds every run finished and writes the tables.
 
     Everything is checked before the first run starts: run names (relative paths without
     ``..``), losses, models, datasets and OOD specs must be known, and two runs may not share
-    a (dataset, model, loss), the cell of a table. A finished run whose stored config differs
+    a (dataset, model, loss) and seed. A finished run whose stored config differs
     from the one given is a ``ValueError``: train it into another ``out_dir``.
 
     Example:
@@ -138,12 +158,24 @@ def reproduce(
     """
     runs = configs.configs() if isinstance(configs, Grid) else dict(configs)
     _check_runs(runs, ood, objective)
+    index, count = shard
+    if not 0 <= index < count:
+        raise ValueError(f"shard must be (k, n) with 0 <= k < n, got {shard}")
     out = Path(out_dir)
     rows, histories = [], {}
+    if count > 1:
+        for name, config in list(runs.items())[index::count]:
+            run_dir = out / "runs" / name
+            _, evaluation = _run(config, run_dir, ood, objective, checkpoint, bootstrap_samples)
+            rows.append(result_row(evaluation, run=name, seed=config.seed))
+            if progress:
+                print(f"[shard {index}/{count}] {name}: {_summary(rows[-1])}", flush=True)
+        return rows
     for index, (name, config) in enumerate(runs.items(), 1):
         start = time.perf_counter()
-        status, evaluation = _run(config, out / "runs" / name, ood, objective, checkpoint)
-        rows.append(result_row(evaluation, run=name))
+        run_dir = out / "runs" / name
+        status, evaluation = _run(config, run_dir, ood, objective, checkpoint, bootstrap_samples)
+        rows.append(result_row(evaluation, run=name, seed=config.seed))
         histories[name] = read_history(out / "runs" / name)
         if progress:
             seconds = time.perf_counter() - start
@@ -204,14 +236,16 @@ def figures_page(
 
 
 def _check_runs(runs: Mapping[str, TrainConfig], ood: Sequence[str], objective: str) -> None:
-    """Fail before hours of training, not after: every name and setting checked up front."""
+    """Fail before hours of training, not after: every name and setting checked, every
+    dataset read, up front."""
     if not runs:
         raise ValueError("configs is empty: give at least one run")
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
     for spec in ood:
         parse_ood(spec)
-    cells: dict[tuple[str, str, str], str] = {}
+    cells: dict[tuple[str, str, str, int], str] = {}
+    found: set[tuple[str, str | None]] = set()
     for name, config in runs.items():
         parts = PurePosixPath(name).parts
         if not parts or name.startswith("/") or "\\" in name or {".", ".."} & set(parts):
@@ -224,11 +258,17 @@ def _check_runs(runs: Mapping[str, TrainConfig], ood: Sequence[str], objective: 
             build_loss(config.loss, **config.loss_options)
         except (ValueError, TypeError) as error:
             raise ValueError(f"run {name!r}: {error}") from error
-        cell = (config.dataset, config.model, config.loss)
+        if (config.dataset, config.root) not in found:  # read once here, cached for training
+            try:
+                load_dataset(config.dataset, config.root, "test")
+            except (OSError, ValueError) as error:
+                raise ValueError(f"run {name!r}: dataset {config.dataset!r}: {error}") from error
+            found.add((config.dataset, config.root))
+        cell = (config.dataset, config.model, config.loss, config.seed)
         if cell in cells:
             raise ValueError(
-                f"runs {cells[cell]!r} and {name!r} are both {'/'.join(cell)}: a table has one "
-                "cell per dataset, model and loss"
+                f"runs {cells[cell]!r} and {name!r} are both {'/'.join(cell[:3])} with seed "
+                f"{config.seed}: a table has one cell per dataset, model, loss and seed"
             )
         cells[cell] = name
 
@@ -239,6 +279,7 @@ def _run(
     ood: Sequence[str],
     objective: Objective,
     checkpoint: str,
+    bootstrap_samples: int,
 ) -> tuple[str, dict[str, Any]]:
     """Skip, train, resume or evaluate one run; returns what was done and its evaluation."""
     finished = (run_dir / "result.json").exists()
@@ -248,14 +289,17 @@ def _run(
         if differ:
             raise ValueError(f"{run_dir} was trained with another config (differs in {differ})")
         if is_evaluated(run_dir, checkpoint=checkpoint, objective=objective, ood=ood):
-            return "skipped", json.loads((run_dir / "evaluation.json").read_text())
+            evaluation = json.loads((run_dir / "evaluation.json").read_text())
+            if bool(evaluation["test"]["before"].get("intervals")) == bool(bootstrap_samples):
+                return "skipped", evaluation
         status = "evaluated"
     else:
         status = "resumed" if (run_dir / "checkpoints" / "last.pt").exists() else "trained"
         train(config, run_dir, resume=True, progress=False)
     return status, evaluate(
-        run_dir, checkpoint=checkpoint, objective=objective, ood=ood, device=config.device
-    )
+        run_dir, checkpoint=checkpoint, objective=objective, ood=ood,
+        bootstrap_samples=bootstrap_samples, device=config.device,
+    )  # fmt: skip
 
 
 def _summary(row: Mapping[str, Any]) -> str:
@@ -269,7 +313,10 @@ def _curve_labels(
     runs: Mapping[str, TrainConfig], histories: Mapping[str, list[dict[str, Any]]]
 ) -> dict[str, list[dict[str, Any]]]:
     """Histories keyed by loss when every run shares one dataset and model (the paper's
-    Figure 2), else by run name."""
+    Figure 2; of repeated runs, the first seed's), else by run name."""
     if len({(config.dataset, config.model) for config in runs.values()}) == 1:
-        return {runs[name].loss: history for name, history in histories.items()}
+        curves: dict[str, list[dict[str, Any]]] = {}
+        for name, history in histories.items():
+            curves.setdefault(runs[name].loss, history)
+        return curves
     return dict(histories)

@@ -11,6 +11,13 @@ Classwise-ECE, test error, NLL, and the entropy AUROC of every OOD set), a row p
 (dataset, model), a column per loss. Markdown and LaTeX show percentages with two decimals;
 a cell reads ``4.35 → 1.35 (2.5)`` in Markdown (before → after temperature scaling (T)) and
 takes a Pre T and a Post T column in LaTeX. JSON keeps the unrounded fractions.
+
+Rows of one (dataset, model, loss) with different ``seed`` values are repeats: their cell is
+the mean ± the standard deviation over the seeds (T: the mean). :func:`comparison_markdown`
+turns them around, a table per (dataset, model) with a row per loss and a column per metric,
+and marks the best entry of a column only where it beats the runner-up by more than one
+standard deviation; single runs show their bootstrap intervals there instead, when evaluated
+with them.
 """
 
 from __future__ import annotations
@@ -43,6 +50,30 @@ TITLES = {
 REPORT_METRICS = ("nll", "ece", "adaece", "classwise_ece", "mce", "brier")
 TABLE_METRICS = ("ece", "adaece", "classwise_ece", "error", "nll")
 LOSS_LABELS = {"ce": "CE", "brier": "Brier", "mmce": "MMCE", "mmce-weighted": "MMCE (weighted)"}
+# The comparison tables' columns: (title, row key); lower is better in each. A single run's
+# bootstrap interval of the column is ``row["intervals"][key]`` (the error's: "error_before").
+COMPARISON_COLUMNS = (
+    ("Error (%)", "error"),
+    ("ECE (%)", "ece_before"),
+    ("ECE (T) (%)", "ece_after"),
+    ("AdaECE (%)", "adaece_before"),
+    ("AdaECE (T) (%)", "adaece_after"),
+    ("Classwise-ECE (%)", "classwise_ece_before"),
+    ("Classwise-ECE (T) (%)", "classwise_ece_after"),
+    ("NLL (×100)", "nll_before"),
+    ("NLL (T) (×100)", "nll_after"),
+)
+# The post-hoc comparison: what temperature, vector and matrix scaling leave of each loss's error
+POST_HOC_COLUMNS = (
+    ("ECE (%)", "ece_before"),
+    ("ECE (T) (%)", "ece_after"),
+    ("ECE (vector) (%)", "ece_vector"),
+    ("ECE (matrix) (%)", "ece_matrix"),
+    ("NLL (×100)", "nll_before"),
+    ("NLL (T) (×100)", "nll_after"),
+    ("NLL (vector) (×100)", "nll_vector"),
+    ("NLL (matrix) (×100)", "nll_matrix"),
+)
 MISSING = "–"  # an en dash: no run, or a metric the run did not compute
 _LATEX_SPECIAL = {
     "\\": r"\textbackslash{}",
@@ -63,11 +94,15 @@ _LATEX_SPECIAL = {
 @dataclass(frozen=True)
 class Cell:
     """One run's value of a metric as fractions: ``before`` and, for metrics that temperature
-    scaling changes, ``after`` T and T itself."""
+    scaling changes, ``after`` T and T itself; for ``runs`` > 1 repeats (seeds), the means,
+    the mean T and the sample standard deviations."""
 
     before: float | None
     after: float | None = None
     temperature: float | None = None
+    before_std: float | None = None  # over seeds, for repeated runs
+    after_std: float | None = None
+    runs: int = 1
 
 
 @dataclass(frozen=True)
@@ -99,9 +134,11 @@ class Table:
         }
 
 
-def result_row(evaluation: Mapping[str, Any], run: str | None = None) -> dict[str, Any]:
+def result_row(
+    evaluation: Mapping[str, Any], run: str | None = None, seed: int | None = None
+) -> dict[str, Any]:
     """The table row of one ``evaluation.json`` (fractions); ``run`` names it (default: the
-    evaluation's run directory).
+    evaluation's run directory), ``seed`` tells repeats of one configuration apart.
 
     Example:
         >>> report = {"error": 0.05, "nll": 0.2, "ece": 0.04, "adaece": 0.04,
@@ -121,26 +158,38 @@ def result_row(evaluation: Mapping[str, Any], run: str | None = None) -> dict[st
     row["error"] = before["error"]
     for metric in REPORT_METRICS:
         row[f"{metric}_before"], row[f"{metric}_after"] = before[metric], after[metric]
+    for kind, report in evaluation.get("post_hoc", {}).items():  # "vector", "matrix"
+        for metric in REPORT_METRICS:
+            row[f"{metric}_{kind}"] = report[metric]
+    row["intervals"] = {
+        f"{metric}_{when}": list(interval)
+        for when, report in (("before", before), ("after", after))
+        for metric, interval in report.get("intervals", {}).items()
+    }
     row["ood"] = {
         spec: {score: value for score, value in entry.items() if isinstance(value, Mapping)}
         for spec, entry in evaluation.get("ood", {}).items()
     }
+    if seed is not None:
+        row["seed"] = seed
     return row
 
 
 def build_tables(rows: Sequence[Row]) -> list[Table]:
     """The paper's tables of ``rows``: ECE, AdaECE, Classwise-ECE, test error, NLL, then the
     entropy AUROC of each OOD set. Rows, columns and OOD sets keep the order of first
-    appearance; two rows for one (dataset, model, loss) are a ``ValueError`` naming them."""
-    seen: dict[tuple[str, str, str], str] = {}
+    appearance; rows of one (dataset, model, loss) with different seeds make one cell of
+    means and standard deviations; two with the same seed are a ``ValueError`` naming them."""
+    seen: dict[tuple[Any, ...], str] = {}
     for index, row in enumerate(rows):
         missing = [key for key in ("dataset", "model", "loss") if key not in row]
         if missing:
             raise ValueError(f"row {index} ({row.get('run', '?')}) lacks {missing}")
-        key = (row["dataset"], row["model"], row["loss"])
+        key = (row["dataset"], row["model"], row["loss"], row.get("seed"))
         name = str(row.get("run", index))
         if key in seen:
-            raise ValueError(f"runs {seen[key]!r} and {name!r} are both {'/'.join(key)}")
+            seed = "" if key[3] is None else f" with seed {key[3]}"
+            raise ValueError(f"runs {seen[key]!r} and {name!r} are both {'/'.join(key[:3])}{seed}")
         seen[key] = name
     tables = [
         _table(metric, TITLES[metric], rows, _metric_cell(metric)) for metric in TABLE_METRICS
@@ -177,18 +226,46 @@ def format_temperature(temperature: float) -> str:
 
 
 def format_cell(cell: Cell | None) -> str:
-    """A Markdown cell: ``before → after (T)`` for metrics T changes, else ``before``.
+    """A Markdown cell: ``before → after (T)`` for metrics T changes, else ``before``; each
+    value ``± std`` for repeated runs.
 
     Example:
         >>> format_cell(Cell(0.0435, 0.0135, 2.5)), format_cell(Cell(0.0495))
         ('4.35 → 1.35 (2.5)', '4.95')
+        >>> format_cell(Cell(0.0435, 0.0135, 2.5, 0.0012, 0.0003, runs=3))
+        '4.35 ± 0.12 → 1.35 ± 0.03 (2.5)'
     """
     if cell is None:
         return MISSING
+    before = format_percent(cell.before) + _spread(cell.before_std)
     if cell.temperature is None:
-        return format_percent(cell.before)
-    after = format_percent(cell.after)
-    return f"{format_percent(cell.before)} → {after} ({format_temperature(cell.temperature)})"
+        return before
+    after = format_percent(cell.after) + _spread(cell.after_std)
+    return f"{before} → {after} ({format_temperature(cell.temperature)})"
+
+
+def mean_cell(cells: Sequence[Cell]) -> Cell:
+    """The cell of repeated runs: means, the mean T, sample standard deviations (n − 1).
+
+    Example:
+        >>> format_cell(mean_cell([Cell(0.040, 0.010, 2.0), Cell(0.044, 0.012, 2.2)]))
+        '4.20 ± 0.28 → 1.10 ± 0.14 (2.1)'
+    """
+    if len(cells) == 1:
+        return cells[0]
+
+    def stats(values: list[float | None]) -> tuple[float | None, float | None]:
+        if any(v is None for v in values):
+            return None, None
+        numbers = [float(v) for v in values if v is not None]
+        mean = math.fsum(numbers) / len(numbers)
+        variance = math.fsum((v - mean) ** 2 for v in numbers) / (len(numbers) - 1)
+        return mean, math.sqrt(variance)
+
+    before, before_std = stats([c.before for c in cells])
+    after, after_std = stats([c.after for c in cells])
+    temperature = stats([c.temperature for c in cells])[0]
+    return Cell(before, after, temperature, before_std, after_std, len(cells))
 
 
 def loss_label(name: str) -> str:
@@ -276,10 +353,86 @@ def table_latex(table: Table) -> str:
     return "\n".join(lines) + "\n"
 
 
+def comparison_markdown(
+    rows: Sequence[Row], columns: Sequence[tuple[str, str]] = COMPARISON_COLUMNS
+) -> str:
+    """Per (dataset, model), a table with a row per loss and a column per metric of ``columns``
+    (title, row key; lower is better in each): mean ± standard deviation over the seeds of repeated runs, the **best**
+    of a column marked only where the runner-up's mean is worse by more than one standard
+    deviation (the larger of the two); single runs show ``[low, high]`` bootstrap intervals
+    where evaluated with them, and nothing is marked.
+
+    Example:
+        >>> rows = [{"dataset": "d", "model": "m", "loss": loss, "seed": seed, "error": error,
+        ...          "ece_before": ece} for loss, seed, error, ece in [("ce", 0, 0.10, 0.08),
+        ...          ("ce", 1, 0.11, 0.09), ("fl-3", 0, 0.10, 0.02), ("fl-3", 1, 0.12, 0.01)]]
+        >>> print(comparison_markdown(rows))  # doctest: +NORMALIZE_WHITESPACE
+        ### d · m
+        <BLANKLINE>
+        | Loss | Error (%) | ECE (%) | ECE (T) (%) | AdaECE (%) | AdaECE (T) (%) | Classwise-ECE (%) | Classwise-ECE (T) (%) | NLL (×100) | NLL (T) (×100) |
+        |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|
+        | CE | 10.50 ± 0.71 | 8.50 ± 0.71 | – | – | – | – | – | – | – |
+        | FL-3 | 11.00 ± 1.41 | **1.50 ± 0.71** | – | – | – | – | – | – | – |
+        <BLANKLINE>
+        Lower is better in every column; (T): after temperature scaling. Mean ± standard
+        deviation over 2 seeds. **Bold**: the best of its column, marked only where the
+        runner-up's mean is worse by more than one standard deviation (the larger of the two).
+        <BLANKLINE>
+    """  # noqa: E501
+    groups: dict[Setting, dict[str, list[Row]]] = {}
+    for row in rows:
+        setting = (row["dataset"], row["model"])
+        groups.setdefault(setting, {}).setdefault(row["loss"], []).append(row)
+    header = ["Loss", *(title for title, _ in columns)]
+    sections = []
+    for (dataset, model), losses in groups.items():
+        cells = {
+            loss: {key: mean_cell([Cell(r.get(key)) for r in runs]) for _, key in columns}
+            for loss, runs in losses.items()
+        }
+        lines = [f"### {dataset} · {model}", "", _markdown_line(header)]
+        lines.append("|---|" + "---:|" * len(columns))
+        for loss, runs in losses.items():
+            values = [loss_label(loss)]
+            for _, key in columns:
+                text = format_cell(cells[loss][key])
+                interval_key = "error_before" if key == "error" else key
+                interval = runs[0].get("intervals", {}).get(interval_key)
+                if len(runs) == 1 and interval is not None and text != MISSING:
+                    text += f" [{format_percent(interval[0])}, {format_percent(interval[1])}]"
+                if _clear_winner({other: c[key] for other, c in cells.items()}) == loss:
+                    text = f"**{text}**"
+                values.append(text)
+            lines.append(_markdown_line(values))
+        repeats = sorted({len(runs) for runs in losses.values()})
+        if repeats == [1]:
+            note = ("One run per loss; [low, high]: 95 % bootstrap interval over the test set "
+                    "(`--bootstrap`), where computed. Nothing is marked.")  # fmt: skip
+        else:
+            seeds = "/".join(map(str, repeats))
+            note = (f"Mean ± standard deviation over {seeds} seeds. **Bold**: the best of its "
+                    "column, marked only where the runner-up's mean is worse by more than one "
+                    "standard deviation (the larger of the two).")  # fmt: skip
+        sections.append("\n".join(lines) + f"\n\nLower is better in every column; (T): after "
+                        f"temperature scaling. {note}\n")  # fmt: skip
+    return "\n".join(sections)
+
+
 def markdown_tables(rows: Sequence[Row]) -> str:
-    """Every table of ``rows`` (:func:`build_tables`) as one Markdown page."""
+    """Every table of ``rows`` (:func:`build_tables`), then :func:`comparison_markdown`, as one
+    Markdown page."""
     body = "\n".join(table_markdown(table) for table in build_tables(rows))
-    return f"# Results\n\n{len(rows)} runs; test-split values × 100 (percentages).\n\n{body}"
+    text = (
+        f"# Results\n\n{len(rows)} runs; test-split values × 100 (percentages).\n\n{body}\n"
+        f"## Losses compared\n\n{comparison_markdown(rows)}"
+    )
+    if any("ece_vector" in row for row in rows):
+        text += (
+            "\n## What post-hoc maps leave\n\nBefore, after temperature scaling (T), vector "
+            "scaling and matrix scaling with ODIR, each fitted on the validation split.\n\n"
+            + comparison_markdown(rows, POST_HOC_COLUMNS)
+        )
+    return text
 
 
 def latex_tables(rows: Sequence[Row]) -> str:
@@ -308,7 +461,8 @@ def write_tables(
 
 def evaluation_markdown(evaluation: Mapping[str, Any]) -> str:
     """One run's ``evaluation.json`` as a short Markdown page: every metric before and after
-    T (with bootstrap intervals where computed) and the OOD AUROCs."""
+    T (with bootstrap intervals where computed), the OOD AUROCs, and every metric after the
+    post-hoc maps (vector scaling, matrix scaling with ODIR) where evaluated."""
     before, after = evaluation["test"]["before"], evaluation["test"]["after"]
     name = " · ".join(str(evaluation[key]) for key in ("dataset", "model", "loss"))
     lines = [
@@ -330,6 +484,27 @@ def evaluation_markdown(evaluation: Mapping[str, Any]) -> str:
             if isinstance(auroc, Mapping):
                 values = [format_percent(auroc.get(when)) for when in ("before", "after")]
                 lines.append(_markdown_line([f"OOD AUROC (%), {spec}, {score}", *values]))
+    post_hoc = evaluation.get("post_hoc")
+    if post_hoc:  # absent from evaluations written before vector and matrix scaling
+        matrix = post_hoc["matrix"]
+        odir = f"λ = {matrix['off_diagonal_penalty']:g}, μ = {matrix['bias_penalty']:g}"
+        lines += [
+            "",
+            "## Post-hoc calibration maps",
+            "",
+            "Vector scaling and matrix scaling with ODIR, each fitted by NLL on the validation "
+            "split, against temperature scaling.",
+            "",
+            _markdown_line(
+                ["Metric", "Before", "After T", "Vector scaling", f"Matrix, ODIR {odir}"]
+            ),
+            "|---|---:|---:|---:|---:|",
+        ]
+        for metric in ("error", *REPORT_METRICS):
+            reports = (before, after, post_hoc["vector"], matrix)
+            lines.append(
+                _markdown_line([TITLES[metric], *(_with_interval(r, metric) for r in reports)])
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -338,14 +513,19 @@ def _unique(items: Iterable[Any]) -> tuple[Any, ...]:
 
 
 def _table(key: str, title: str, rows: Sequence[Row], cell: Callable[[Row], Cell | None]) -> Table:
-    cells = {(r["dataset"], r["model"], r["loss"]): cell(r) for r in rows}
+    repeats: dict[tuple[str, str, str], list[Cell]] = {}
+    for r in rows:
+        value = cell(r)
+        if value is not None:
+            repeats.setdefault((r["dataset"], r["model"], r["loss"]), []).append(value)
+    cells = {k: mean_cell(v) for k, v in repeats.items()}
     return Table(
         key,
         title,
         scaled=any(c is not None and c.temperature is not None for c in cells.values()),
         settings=_unique((r["dataset"], r["model"]) for r in rows),
         losses=_unique(r["loss"] for r in rows),
-        cells={k: c for k, c in cells.items() if c is not None},
+        cells=cells,
     )
 
 
@@ -374,10 +554,10 @@ def _markdown_line(values: Sequence[str]) -> str:
 def _latex_cells(cell: Cell | None, columns: int) -> list[str]:
     if cell is None:
         return ["--"] * columns
-    before = latex_escape(format_percent(cell.before))
+    before = latex_escape(format_percent(cell.before)) + _spread(cell.before_std, r"$\pm$")
     if columns == 1:
         return [before]
-    after = latex_escape(format_percent(cell.after))
+    after = latex_escape(format_percent(cell.after)) + _spread(cell.after_std, r"$\pm$")
     if cell.temperature is not None:
         after += f" ({format_temperature(cell.temperature)})"
     return [before, after]
@@ -389,3 +569,20 @@ def _with_interval(report: Mapping[str, Any], metric: str) -> str:
     if interval is not None:
         text += f" [{format_percent(interval[0])}, {format_percent(interval[1])}]"
     return text
+
+
+def _clear_winner(cells: Mapping[str, Cell]) -> str | None:
+    """The key of the lowest mean, if it beats the runner-up by more than one standard
+    deviation (the larger of theirs); ``None`` without repeats or a clear gap."""
+    ranked = sorted(
+        ((c.before, c.before_std or 0.0, key) for key, c in cells.items() if c.before is not None),
+        key=lambda entry: entry[0],
+    )
+    if len(ranked) < 2 or any(c.runs < 2 for c in cells.values()):
+        return None
+    (best, best_std, key), (runner_up, runner_up_std, _) = ranked[0], ranked[1]
+    return key if runner_up - best > max(best_std, runner_up_std) else None
+
+
+def _spread(std: float | None, sign: str = "±") -> str:
+    return "" if std is None else f" {sign} {100 * std:.2f}"
