@@ -30,6 +30,12 @@ def test_list_names_every_registry(capsys):
         (["train", "RUN", "--set", "lr"], "--set expects key=value"),
         (["train", "RUN", "--preset", "imagenet"], "unknown preset 'imagenet'"),
         (["train", "RUN", "--set", "colour=1"], "unknown config keys"),
+        (["train", "RUN", "--loss", "fl-2.5x"], "loss 'fl-2.5x': '2.5x' is not a number"),
+        (["train", "RUN", "--loss", "focal"], "unknown loss 'focal'; valid names: ce,"),
+        (["train", "RUN", "--loss", "fl--1"], "gamma must be a finite float >= 0, got -1.0"),
+        (["train", "RUN", "--model", "resnet-9"], "unknown model 'resnet-9'; known: resnet50"),
+        (["train", "RUN", "--dataset", "cifar11"], "unknown dataset 'cifar11'; known:"),
+        (["reproduce", "--dataset", "cifar11"], "unknown dataset 'cifar11'"),
     ],
 )
 def test_bad_values_exit_2_with_one_line(argv, message, capsys, tmp_path):
@@ -37,6 +43,7 @@ def test_bad_values_exit_2_with_one_line(argv, message, capsys, tmp_path):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "RUN").exists()  # refused before a run directory is made
 
 
 def test_bad_flags_exit_2_from_argparse():

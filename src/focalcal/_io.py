@@ -21,7 +21,8 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], obje
     """Call ``write`` on a new file beside ``path`` that then replaces ``path``; returns it.
 
     An interrupted run never leaves a partial file: readers see the old file or the new one.
-    Missing parent directories are created.
+    Missing parent directories are created. A failed write (a full disk, an unwritable
+    directory) raises ``OSError`` naming ``path`` and leaves any earlier file in place.
 
     Example:
         >>> import tempfile
@@ -41,6 +42,12 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], obje
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
+    except OSError as error:  # a full disk, a read-only or unwritable directory, ...
+        temporary.unlink(missing_ok=True)
+        reason = error.strerror or str(error)
+        raise OSError(
+            error.errno, f"cannot write {path}: {reason}; any earlier {path.name} is unchanged"
+        ) from error
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise

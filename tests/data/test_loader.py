@@ -126,3 +126,5 @@ def test_bad_arguments_are_named():
     signals = Dataset(torch.randn(4, 1, 40), torch.zeros(4, dtype=torch.long), ("a",))
     with pytest.raises(ValueError, match="augment needs images"):
         BatchLoader(signals, batch_size=2, augment=True)
+    with pytest.raises(ValueError, match="the dataset is empty"):
+        BatchLoader(data.select(torch.arange(0)), batch_size=2)

@@ -60,8 +60,9 @@ def test_subset_takes_the_first_samples_of_the_split():
     validation = load_dataset("mnist1d", split="val")
     part = load_dataset("mnist1d", split="val", subset=50)
     assert torch.equal(part.inputs, validation.inputs[:50])
-    with pytest.raises(ValueError, match="subset must lie in"):
-        load_dataset("mnist1d", split="val", subset=401)
+    for bad in (0, 401):
+        with pytest.raises(ValueError, match=r"subset must lie in \[1, 400\]"):
+            load_dataset("mnist1d", split="val", subset=bad)
 
 
 def test_corruption_is_applied_to_the_images_and_seeded():

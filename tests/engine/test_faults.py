@@ -58,3 +58,37 @@ def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_weights(
             r["val_accuracy"] for r in reference["history"]
         ]
     assert any(epoch < CONFIG.epochs for epoch in stopped_at), stopped_at  # really interrupted
+
+
+def test_a_full_disk_fails_with_the_path_named_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    from focalcal.engine import checkpoint as checkpoint_module
+
+    real_save, saves = checkpoint_module.torch.save, []
+
+    def save_until_the_disk_is_full(state, file):
+        saves.append(state["epoch"])
+        if state["epoch"] == 2:  # half a file reaches the disk, then it is full
+            file.write(b"\0" * 1000)
+            raise OSError(28, "No space left on device")
+        real_save(state, file)
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", save_until_the_disk_is_full)
+    last = tmp_path / "checkpoints" / "last.pt"
+    message = rf"cannot write {last}: No space left on device; any earlier last\.pt is unchanged"
+    with pytest.raises(OSError, match=message):
+        train(CONFIG.replace(epochs=3, milestones=[]), tmp_path, progress=False)
+    assert load_checkpoint(last)["epoch"] == 1
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_an_unwritable_run_directory_fails_before_any_data_is_read(tmp_path, monkeypatch):
+    from focalcal.engine import train as train_module
+
+    def no_data(config):
+        raise AssertionError("data read before the run directory was checked")
+
+    monkeypatch.setattr(train_module, "load_splits", no_data)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")  # a file where the run's parent directory should be
+    with pytest.raises(OSError, match="a-file"):
+        train(CONFIG, blocker / "run", progress=False)

@@ -166,6 +166,24 @@ def test_classwise_ece_equals_reference(n, c, num_bins):
     assert got == pytest.approx(loop_classwise_ece(probs, labels, num_bins), abs=ROUNDING)
 
 
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_fewer_samples_than_bins_equal_the_loops(n):
+    probs, labels = random_probs(n, 4, seed=n)
+    conf, hits = top_label(probs, labels)
+    edges = width_edges(15)
+    ece = expected_calibration_error(probs, labels, from_probs=True).item()
+    assert ece == pytest.approx(loop_ece(conf, hits, edges), abs=ROUNDING)
+    mce = maximum_calibration_error(probs, labels, from_probs=True).item()
+    assert mce == pytest.approx(loop_mce(conf, hits, edges), abs=ROUNDING)
+    ada = adaptive_calibration_error(probs, labels, from_probs=True).item()
+    assert ada == pytest.approx(loop_adaptive_ece(conf, hits, 15), abs=ROUNDING)
+    classwise = classwise_calibration_error(probs, labels, from_probs=True).item()
+    assert classwise == pytest.approx(loop_classwise_ece(probs, labels, 15), abs=ROUNDING)
+    if n == 1:  # one sample: every binning gives |correct − confidence|
+        assert ece == mce == pytest.approx(abs(hits[0] - conf[0]), abs=ROUNDING)
+        assert ada == pytest.approx(ece, abs=ROUNDING)
+
+
 def test_classwise_ece_counts_a_class_that_never_occurs():
     probs, labels = random_probs(100, 5, seed=3)
     labels[labels == 4] = 0  # the last class never appears in the labels
@@ -274,6 +292,54 @@ GOOD = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1]])
 def test_bad_input_raises_value_error(scores, labels, kwargs, message):
     with pytest.raises(ValueError, match=message):
         expected_calibration_error(scores, labels, **kwargs)
+
+
+SCORE_METRICS = [
+    expected_calibration_error,
+    maximum_calibration_error,
+    adaptive_calibration_error,
+    classwise_calibration_error,
+    signed_calibration_error,
+    negative_log_likelihood,
+    brier_score,
+    error_rate,
+]
+DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
+
+
+@pytest.mark.parametrize("metric", SCORE_METRICS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(64, 10), (2, 2), (4, 3, 5)])
+def test_probabilities_passed_as_logits_are_refused(metric, dtype, shape):
+    g = torch.Generator().manual_seed(8)
+    probs = torch.softmax(3 * torch.randn(shape, generator=g).to(dtype), dim=1)
+    labels = torch.randint(shape[1], (shape[0], *shape[2:]), generator=g)
+    with pytest.raises(ValueError, match=r"scores look like probabilities.*from_probs=True"):
+        metric(probs, labels)
+    assert math.isfinite(metric(probs, labels, from_probs=True))  # softmax in any dtype passes
+
+
+def test_logits_that_only_partly_look_like_probabilities_are_logits():
+    # rows of logits may look like probabilities; all of them together do not
+    logits = torch.tensor([[0.25, 0.75], [0.5, 0.5], [2.0, -1.0]])
+    labels = torch.tensor([1, 0, 0])
+    expected = expected_calibration_error(logits.softmax(1), labels, from_probs=True)
+    torch.testing.assert_close(expected_calibration_error(logits, labels), expected)
+    # one class: every logit row "sums to 1"; C = 1 is never mistaken for probabilities
+    assert expected_calibration_error(torch.ones(3, 1), torch.zeros(3, dtype=torch.long)) == 0
+
+
+def test_classwise_ece_of_strided_probabilities():
+    # (1, C, d) probabilities flatten to a strided (d, C) view; so does a transposed tensor
+    g = torch.Generator().manual_seed(6)
+    probs = torch.softmax(torch.randn(1, 4, 6, generator=g), dim=1)
+    labels = torch.randint(4, (1, 6), generator=g)
+    flat = probs.movedim(1, -1).reshape(-1, 4).contiguous()
+    expected = classwise_calibration_error(flat, labels.reshape(-1), from_probs=True)
+    for strided in (probs, probs.half(), flat.t().contiguous().t()):
+        shape_labels = labels if strided.dim() == 3 else labels.reshape(-1)
+        got = classwise_calibration_error(strided, shape_labels, from_probs=True)
+        torch.testing.assert_close(got, expected, atol=1e-3, rtol=0)
 
 
 def test_huge_finite_logits_are_not_mistaken_for_infinite():

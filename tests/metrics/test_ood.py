@@ -222,6 +222,16 @@ def test_entropy_finite_for_huge_logits(dtype):
     torch.testing.assert_close(got, expected)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_entropy_finite_at_the_largest_finite_logits(dtype):
+    # a logit's distance to the largest overflows to -inf: log p = -inf, and 0 · inf is NaN
+    top = torch.finfo(dtype).max
+    logits = torch.tensor([[top, -top, 0.0], [top, top, -top]], dtype=dtype)
+    expected = torch.tensor([0.0, math.log(2)], dtype=dtype)
+    torch.testing.assert_close(entropy(logits), expected)
+    torch.testing.assert_close(ood_auroc(logits[:1], logits[1:]), torch.tensor(1.0).double())
+
+
 def test_entropy_keeps_zero_probabilities_at_zero():
     probs = torch.tensor([[0.5, 0.5, 0.0, 0.0]], dtype=torch.float64)
     torch.testing.assert_close(
@@ -347,6 +357,12 @@ BAD = {
         lambda: ood_auroc(Z.softmax(1), Z.softmax(1) * 2, from_probs=True),
         "out_logits: probabilities must",
     ),
+    "ood probs as logits": (
+        lambda: ood_auroc(Z, Z.softmax(1)),
+        "out_logits: scores look like probabilities.*from_probs=True",
+    ),
+    "entropy probs as logits": (lambda: entropy(Z.softmax(1)), "look like probabilities"),
+    "confidence probs as logits": (lambda: max_confidence(Z.softmax(1)), "look like probab"),
 }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import zlib
 from pathlib import Path
@@ -73,11 +74,13 @@ def read_idx(path: Path, md5: str | None = None) -> Tensor:
     dims = data[3]
     header = 4 + 4 * dims
     shape = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims)]
-    if len(data) != header + int(torch.tensor(shape).prod()):
+    if len(data) != header + math.prod(shape):
         raise ValueError(
             f"{path}: the header says shape {shape} but the file holds {len(data) - header} values"
             " (truncated or corrupted)"
         )
+    if len(data) == header:  # no values: frombuffer refuses an empty buffer
+        return torch.zeros(shape, dtype=torch.uint8)
     return torch.frombuffer(bytearray(data[header:]), dtype=torch.uint8).reshape(shape)
 
 

@@ -81,6 +81,8 @@ class BatchLoader:
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if not len(dataset):
+            raise ValueError("the dataset is empty: a BatchLoader needs at least one sample")
         if augment and dataset.inputs.dim() != 4:
             raise ValueError(
                 "augment needs images (N, C, H, W), got inputs of shape "

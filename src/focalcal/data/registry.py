@@ -172,10 +172,18 @@ def load_dataset(
     if split == "test" or entry.official_validation:
         data = _read(name, root, split, download, **options)
         data = data.select(torch.arange(len(data)))  # a copy: the cached tensors stay private
+        source = "its file holds no sample"
     else:
         full = _read(name, root, "train", download, **options)
         train, validation = train_validation_indices(len(full), validation_fraction, seed)
         data = full.select(train if split == "train" else validation)
+        source = (
+            f"{validation_fraction:g} of {len(full)} training samples held out"
+            if len(full)
+            else "its file holds no sample"
+        )
+    if not len(data):  # nothing downstream (a loader, a metric, T) can use an empty split
+        raise ValueError(f"{name} {split} split is empty ({source})")
     if subset is not None:
         if not 1 <= subset <= len(data):
             raise ValueError(

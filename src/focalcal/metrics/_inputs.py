@@ -7,7 +7,14 @@ import math
 import torch
 from torch import Tensor
 
-from focalcal._checks import check_class_indices, check_scores
+from focalcal._checks import (
+    PROBABILITIES_AS_LOGITS,
+    check_class_indices,
+    check_scores,
+    distribution_gap,
+    first_row,
+    probability_tolerance,
+)
 
 
 def check_num_bins(num_bins: int) -> None:
@@ -21,7 +28,10 @@ def checked_scores(scores: Tensor, from_probs: bool) -> Tensor:
     ``scores`` are logits or, with ``from_probs=True``, probabilities; shape ``(N, C)`` or
     ``(N, C, d1, ...)``, where every position counts as a sample: ``M = N·d1·…``, in the
     row-major order of ``(N, d1, ...)``. Half-precision scores are computed in float32.
-    Logits must be finite; probabilities must lie in [0, 1] and sum to 1 over dim 1.
+    Logits must be finite and must not look like probabilities (every row in [0, 1], summing
+    to 1: see :func:`~focalcal._checks.looks_like_probabilities`); probabilities must lie in
+    [0, 1] and sum to 1 over dim 1, to :func:`~focalcal._checks.probability_tolerance` of
+    their dtype.
     """
     check_scores(scores, "scores")
     num_classes = scores.shape[1]
@@ -29,19 +39,15 @@ def checked_scores(scores: Tensor, from_probs: bool) -> Tensor:
         raise ValueError("the input is empty: a metric needs at least one sample")
     if num_classes == 0:
         raise ValueError(f"scores have no classes: shape {tuple(scores.shape)} has C = 0")
+    tolerance = probability_tolerance(num_classes, scores.dtype)
     if scores.dim() > 2:
         scores = scores.movedim(1, -1).reshape(-1, num_classes)
     if scores.dtype in (torch.float16, torch.bfloat16):
         scores = scores.float()
     if from_probs:
-        _check_probabilities(scores)
-    elif not scores.sum().isfinite():  # one fast pass; only NaN, inf or overflow fail it
-        nan, inf = int(scores.isnan().sum()), int(scores.isinf().sum())
-        if nan or inf:
-            raise ValueError(
-                f"logits hold {nan} NaN and {inf} infinite value(s); pass probabilities with "
-                "from_probs=True to give a class probability 0"
-            )
+        _check_probabilities(scores, tolerance)
+    else:
+        _check_logits(scores, tolerance)
     return scores
 
 
@@ -89,7 +95,29 @@ def top_label_of(scores: Tensor, probs: Tensor, labels: Tensor) -> tuple[Tensor,
     return probs.amax(dim=1), scores.max(dim=1).indices == labels
 
 
-def _check_probabilities(probs: Tensor) -> None:
+def _check_logits(logits: Tensor, tolerance: float) -> None:
+    """Finite, and not softmax output. The sum (one fast pass; only NaN, inf or overflow fail
+    it) and the first row's distance from a distribution (see
+    :func:`~focalcal._checks.looks_like_probabilities`) are read back together: one host
+    synchronisation; the whole tensor is checked only when the first row is a distribution."""
+    logits = logits.detach()
+    checks = [logits.sum()]
+    if logits.shape[1] >= 2:  # with one class, every row of logits "sums to 1"
+        checks.append(distribution_gap(first_row(logits).unsqueeze(0), tolerance))
+    total, *probe = torch.stack(checks).tolist()
+    if not math.isfinite(total):
+        nan, inf = int(logits.isnan().sum()), int(logits.isinf().sum())
+        if nan or inf:
+            raise ValueError(
+                f"logits hold {nan} NaN and {inf} infinite value(s); pass probabilities with "
+                "from_probs=True to give a class probability 0"
+            )
+    if probe and probe[0] <= 0 and float(distribution_gap(logits, tolerance)) <= 0:
+        message = PROBABILITIES_AS_LOGITS.format(name="scores")
+        raise ValueError(f"{message}; pass probabilities with from_probs=True")
+
+
+def _check_probabilities(probs: Tensor, tolerance: float) -> None:
     low, high = (float(v) for v in torch.aminmax(probs))  # NaN propagates to both
     if math.isnan(low) or math.isnan(high):
         raise ValueError("probabilities hold NaN")
@@ -98,10 +126,9 @@ def _check_probabilities(probs: Tensor) -> None:
             f"probabilities must lie in [0, 1], got min {low:.6g}, max {high:.6g}: "
             "are these logits? (then leave from_probs=False)"
         )
-    tolerance = max(1e-4, probs.shape[1] * torch.finfo(probs.dtype).eps)
     worst = float((probs.sum(dim=1) - 1.0).abs().max())
     if worst > tolerance:
         raise ValueError(
             f"probabilities must sum to 1 over the classes (dim 1): a row is off by {worst:.3g} "
-            f"(tolerance {tolerance:.1g})"
+            f"(tolerance {tolerance:.1g}); are these logits? (then leave from_probs=False)"
         )

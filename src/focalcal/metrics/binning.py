@@ -115,11 +115,11 @@ class Bins:
         offsets = torch.arange(0, size, num_bins, dtype=torch.int32, device=probs.device)
         index = equal_width_index(probs, num_bins).add_(offsets)  # class k's bins from k·B
         own = index.gather(1, labels.unsqueeze(1)).view(-1)  # each sample's bin in its class
-        index = index.view(-1)
+        index = index.reshape(-1)  # probs, and so index, may be a strided view (N = 1 spatial)
         return cls(
             equal_width_edges(num_bins, probs.dtype, probs.device),
             histogram(index, size).view(shape),
-            histogram(index, size, to_fixed_point(probs).view(-1)).view(shape),
+            histogram(index, size, to_fixed_point(probs).reshape(-1)).view(shape),
             histogram(own, size).view(shape),
         )
 

@@ -153,8 +153,10 @@ def _entropy(scores: Tensor, from_probs: bool) -> Tensor:
     if from_probs:
         terms: Tensor = torch.special.entr(scores)  # -p ln p, 0 at p = 0
         return terms.sum(dim=1)
-    log_probs = torch.log_softmax(scores, dim=1)
-    # exp(log p) underflows to exactly 0 where log p is very negative, and 0·(finite) = 0
+    # exp(log p) underflows to exactly 0 where log p is very negative, and 0·(finite) = 0; log p
+    # itself is -inf where a logit's distance to the largest overflows (-3e38 and 3e38 in
+    # float32), so it is clamped to the dtype's finite range, which changes no p
+    log_probs = torch.log_softmax(scores, dim=1).clamp_min(torch.finfo(scores.dtype).min)
     return (log_probs.exp() * -log_probs).sum(dim=1)
 
 
