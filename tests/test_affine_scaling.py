@@ -37,10 +37,17 @@ def mean_nll(z, labels):
 
 
 def objective(weight, bias, z, labels, off_diagonal=0.0, mu=0.0):
-    """Kull et al.'s ODIR objective: mean NLL + λ/(C(C-1)) Σ_{i≠j} W_ij² + μ/C Σ_j b_j²."""
+    """Kull et al.'s ODIR objective: mean NLL + λ/(C(C-1)) Σ_{i≠j} W_ij² + μ/C Σ_j b_j²; for a
+    vector, mean NLL + λ/C Σ_j (w_j - mean w)² + μ/C Σ_j b_j²."""
     c = len(bias)
     loss = mean_nll(apply(weight, bias, z), labels)
-    if weight.dim() == 2 and c > 1:
+    if weight.dim() == 1:
+        return (
+            loss
+            + off_diagonal / c * (weight - weight.mean()).square().sum()
+            + mu / c * (bias.square().sum())
+        )
+    if c > 1:
         off = weight - torch.diag(torch.diagonal(weight))
         loss = (
             loss + off_diagonal / (c * (c - 1)) * off.square().sum() + mu / c * bias.square().sum()
@@ -89,7 +96,7 @@ def test_vector_scaling_recovers_the_map_the_labels_were_drawn_with():
     weight = torch.tensor([0.5, 1.0, 1.5, 2.5], dtype=torch.float64)
     bias = torch.tensor([0.3, -0.2, 0.0, -0.4], dtype=torch.float64)
     labels = draw(z, weight, bias, seed=1)
-    fitted = fit_vector_scaling(z.float(), labels)
+    fitted = fit_vector_scaling(z.float(), labels, 0.0, 0.0)  # plain: the MLE
     sd_w, sd_b = standard_errors(weight, bias, z, labels)
     assert sd_w.max() < 0.03 and sd_b.max() < 0.03  # the test tells w = 1 from w = 1.1
     (w, b), (true_w, true_b) = centred(fitted.weight, fitted.bias), centred(weight, bias)
@@ -166,7 +173,8 @@ def test_the_gradient_vanishes_at_the_fit(case, kind):
     z, y = flat(logits, labels)
     c = z.shape[1]
     penalties = odir_penalties(c) if kind == "odir" else (0.0, 0.0)
-    if kind == "vector":
+    if kind == "vector":  # its default penalties: 0.1 C on the spread of w and on b
+        penalties = (0.1 * c, 0.1 * c)
         fitted = fit_vector_scaling(logits, labels)
     else:
         fitted = fit_matrix_scaling(logits, labels, *penalties)
@@ -195,7 +203,7 @@ def test_odir_shrinks_the_off_diagonal_weights_as_lambda_grows():
     assert sizes[0] > 0.2 and sizes[-1] < 1e-2 * sizes[0]
     # The diagonal is free: with λ huge (and μ = 0) the fit is vector scaling.
     strong = fit_matrix_scaling(z, labels, 1e9, 0.0)
-    vector = fit_vector_scaling(z, labels)
+    vector = fit_vector_scaling(z, labels, 0.0, 0.0)
     assert torch.allclose(strong.weight.diagonal(), vector.weight, atol=1e-4)
     assert torch.allclose(strong.bias, vector.bias, atol=1e-4)
 
@@ -371,3 +379,17 @@ def test_logits_of_another_class_count_raise():
         calibration(torch.randn(3))
     with pytest.raises(ValueError, match="floating-point"):
         calibration(torch.ones(4, 3, dtype=torch.long))
+
+
+def test_vector_scaling_stays_bounded_where_a_class_is_separable():
+    """Without its penalties the NLL has no minimum here: class 1 is told apart by its own
+    logit, and w_1, b_1 grow into a threshold that test samples near it pay for dearly."""
+    g = torch.Generator().manual_seed(12)
+    z = torch.randn(600, 3, generator=g, dtype=torch.float64)
+    labels = z.argmax(1)
+    labels[z[:, 1] > 0.5] = 1  # class 1 exactly where its logit exceeds 0.5
+    labels[(z[:, 1] <= 0.5) & (labels == 1)] = 0
+    plain = fit_vector_scaling(z, labels, 0.0, 0.0)
+    bounded = fit_vector_scaling(z, labels)
+    assert float(plain.weight.abs().max()) > 50  # the threshold the plain fit builds
+    assert float(bounded.weight.abs().max()) < 20 and float(bounded.bias.abs().max()) < 10

@@ -248,9 +248,25 @@ class TemperatureScaled(nn.Module):
         return f"temperature={self.temperature:.6g}"
 
 
-def fit_vector_scaling(logits: Tensor, labels: Tensor) -> AffineCalibration:
-    r"""Vector scaling (Guo et al. 2017): the ``w ⊙ z + b``, w, b ∈ R^C, that minimises the
-    mean NLL of ``softmax(w ⊙ z + b)`` on these (validation) data.
+def fit_vector_scaling(
+    logits: Tensor,
+    labels: Tensor,
+    spread_penalty: float | None = None,
+    bias_penalty: float | None = None,
+) -> AffineCalibration:
+    r"""Vector scaling (Guo et al. 2017): the ``w ⊙ z + b``, w, b ∈ R^C, that minimises
+
+    .. math::
+        L(w, b) = \frac{1}{N}\sum_i -\log \operatorname{softmax}(w \odot z_i + b)_{y_i}
+        + \frac{\lambda}{C} \sum_j (w_j - \bar w)^2 + \frac{\mu}{C} \sum_j b_j^2
+
+    on these (validation) data, λ = ``spread_penalty``, μ = ``bias_penalty``: the penalties of
+    ODIR applied to vector scaling, leaving temperature scaling (every w_j equal, b = 0) free.
+    Without them the NLL has no minimum where one class is separable on the validation split
+    by its own logit: w_j and b_j grow without bound into a threshold, and test samples on the
+    wrong side of it cost thousands of nats (seen on a Fashion-MNIST MbLS network: test NLL 56
+    against 0.45). ``None`` takes ``(ODIR_RATE · C, ODIR_RATE · C)``, a penalty of
+    ``0.1 (Σ_j (w_j − w̄)² + Σ_j b_j²)`` whatever C; 0 and 0 give plain vector scaling.
 
     The NLL is convex in (w, b). ``torch.optim.LBFGS`` with a strong-Wolfe line search, full
     batch, in float64 on the logits' device, from w = 1, b = 0, in coordinates where the
@@ -282,7 +298,11 @@ def fit_vector_scaling(logits: Tensor, labels: Tensor) -> AffineCalibration:
         tensor([0.6931, 0.6931], dtype=torch.float64)
     """
     scores, labels = checked(logits, labels, from_probs=False)
-    return _fit_affine(scores.detach(), labels, "vector", 0.0, 0.0)
+    spread, bias = _penalties(
+        {"spread_penalty": spread_penalty, "bias_penalty": bias_penalty},
+        (ODIR_RATE * scores.shape[1], ODIR_RATE * scores.shape[1]),
+    )
+    return _fit_affine(scores.detach(), labels, "vector", spread, bias)
 
 
 def fit_matrix_scaling(
@@ -331,17 +351,27 @@ def fit_matrix_scaling(
         tensor([[0.8466, 0.1534],
                 [0.1534, 0.8466]], dtype=torch.float64)
     """
-    penalties = {"off_diagonal_penalty": off_diagonal_penalty, "bias_penalty": bias_penalty}
-    for name, value in penalties.items():
+    scores, labels = checked(logits, labels, from_probs=False)
+    off_diagonal, bias = _penalties(
+        {"off_diagonal_penalty": off_diagonal_penalty, "bias_penalty": bias_penalty},
+        odir_penalties(scores.shape[1]),
+    )
+    return _fit_affine(scores.detach(), labels, "matrix", off_diagonal, bias)
+
+
+def _penalties(
+    given: dict[str, float | None], defaults: tuple[float, float]
+) -> tuple[float, float]:
+    """The two penalties, each given (a finite number >= 0) or its default (``None``)."""
+    for name, value in given.items():
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
         if value is not None and not (number and 0.0 <= value < math.inf):
             raise ValueError(f"{name} must be a finite number >= 0 or None, got {value!r}")
-    scores, labels = checked(logits, labels, from_probs=False)
-    off_diagonal, bias = (
+    first, second = (
         default if value is None else float(value)
-        for value, default in zip(penalties.values(), odir_penalties(scores.shape[1]), strict=True)
+        for value, default in zip(given.values(), defaults, strict=True)
     )
-    return _fit_affine(scores.detach(), labels, "matrix", off_diagonal, bias)
+    return first, second
 
 
 def odir_penalties(num_classes: int) -> tuple[float, float]:
@@ -364,8 +394,9 @@ def odir_penalties(num_classes: int) -> tuple[float, float]:
 def _fit_affine(
     scores: Tensor, labels: Tensor, kind: AffineKind, off_diagonal: float, mu: float
 ) -> AffineCalibration:
-    """Minimise the NLL of ``_affine(scores, weight, bias)`` plus ODIR (λ = ``off_diagonal``,
-    μ = ``mu``) over checked ``(M, C)`` scores, from the identity map."""
+    """Minimise the NLL of ``_affine(scores, weight, bias)`` plus the penalties (λ =
+    ``off_diagonal``: on W's off-diagonal entries for a matrix, on the spread of w for a
+    vector; μ = ``mu``: on b) over checked ``(M, C)`` scores, from the identity map."""
     num_rows, num_classes = scores.shape
     # L-BFGS works in coordinates where every curvature is about 1, so that it takes tens of
     # steps, not hundreds, for large logits or large penalties: the logits divided by their RMS
@@ -374,7 +405,8 @@ def _fit_affine(
     rms = float(torch.linalg.vector_norm(scores, dtype=torch.float64)) / math.sqrt(scores.numel())
     scale = rms if rms > 0 else 1.0
     scores = scores.to(torch.float64, copy=True).div_(scale)
-    off_diagonal /= max(1, num_classes * (num_classes - 1)) * scale**2  # per entry of W·s
+    entries = num_classes if kind == "vector" else num_classes * (num_classes - 1)
+    off_diagonal /= max(1, entries) * scale**2  # per entry of W·s (of w·s for a vector)
     mu /= num_classes
     if kind == "vector":
         identity = weight_unit = scores.new_ones(num_classes)
@@ -398,15 +430,16 @@ def _fit_affine(
         loss = (total.log() + top - label).mean()
         residual = exp.div_(total * num_rows).scatter_add_(1, rows, minus_one)  # (p - 1_y) / N
         bias_grad = residual.sum(dim=0)
-        if kind == "vector":
+        if kind == "vector":  # the spread Σ (w_j − w̄)²: its gradient is 2 (w − w̄)
             weight_grad = (residual * scores).sum(dim=0)
-        else:
+            penalised = weight - weight.mean()
+        else:  # the off-diagonal entries
             weight_grad = residual.T @ scores
-            off_weight = weight.clone()
-            off_weight.diagonal().zero_()
-            loss = loss + off_diagonal * off_weight.square().sum() + mu * bias.square().sum()
-            weight_grad.add_(off_weight, alpha=2 * off_diagonal)
-            bias_grad.add_(bias, alpha=2 * mu)
+            penalised = weight.clone()
+            penalised.diagonal().zero_()
+        loss = loss + off_diagonal * penalised.square().sum() + mu * bias.square().sum()
+        weight_grad.add_(penalised, alpha=2 * off_diagonal)
+        bias_grad.add_(bias, alpha=2 * mu)
         coordinates[0].grad = weight_grad.mul_(weight_unit)
         coordinates[1].grad = bias_grad.mul_(bias_unit)
         return loss

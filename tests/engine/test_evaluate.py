@@ -63,11 +63,14 @@ def test_writes_every_promised_file(run_dir):
     assert (stored["checkpoint"], stored["epoch"], stored["val_samples"]) == ("last", 2, 128)
     assert set(stored["ood"][NOISE]) == {"num_samples", "entropy", "confidence"}
     assert set(stored["post_hoc"]) == {"vector", "matrix"}
-    assert set(stored["post_hoc"]["vector"]) == set(stored["test"]["before"])
+    assert set(stored["post_hoc"]["vector"]) == set(stored["test"]["before"]) | {
+        "spread_penalty",
+        "bias_penalty",
+    }
     markdown = (run_dir / "evaluation.md").read_text()
     assert "| ECE (%) |" in markdown and f"OOD AUROC (%), {NOISE}, entropy" in markdown
     # The post-hoc table: a row per metric, the four reports side by side.
-    header = "| Metric | Before | After T | Vector scaling | Matrix, ODIR λ = 9, μ = 1 |"
+    header = "| Metric | Before | After T | Vector, λ = 1, μ = 1 | Matrix, ODIR λ = 9, μ = 1 |"
     assert "## Post-hoc calibration maps" in markdown and header in markdown
     reports = [stored["test"]["before"], stored["test"]["after"], *stored["post_hoc"].values()]
     row = " | ".join(f"{100 * report['ece']:.2f}" for report in reports)
@@ -94,7 +97,11 @@ def test_numbers_equal_the_metrics_module_on_the_same_checkpoint(run_dir, object
     vector = fit_vector_scaling(val, splits["val"].labels)
     penalties = odir_penalties(10)
     matrix = fit_matrix_scaling(val, splits["val"].labels, *penalties)
-    assert result["post_hoc"]["vector"] == calibration_report(vector(test), labels).to_dict()
+    assert result["post_hoc"]["vector"] == {
+        **calibration_report(vector(test), labels).to_dict(),
+        "spread_penalty": 1.0,  # 0.1 C
+        "bias_penalty": 1.0,
+    }
     assert result["post_hoc"]["matrix"] == {
         **calibration_report(matrix(test), labels).to_dict(),
         "off_diagonal_penalty": penalties[0],

@@ -22,9 +22,9 @@ after vector scaling and after matrix scaling with ODIR (fitted on the same vali
       "test": {"before": {...}, "after": {...}},   # CalibrationReport.to_dict() of test logits
                                                    # and of test logits / T
       "post_hoc": {                       # the same, of the test logits under affine maps
-        "vector": {...},                  #   fitted on the validation split: vector scaling,
+        "vector": {..., "spread_penalty": 1.0, "bias_penalty": 1.0},  # vector scaling and
         "matrix": {..., "off_diagonal_penalty": 9.0, "bias_penalty": 1.0}  # matrix scaling
-      },                                  #   with ODIR at odir_penalties(C): λ, μ
+      },                                  #   with ODIR, fitted on the validation split
       "ood": {                            # one entry per OOD set, keyed by its spec
         "svhn": {
           "num_samples": 26032,
@@ -64,6 +64,7 @@ from focalcal.metrics.ood import OODScore
 from focalcal.report.plots import save_reliability_diagram
 from focalcal.report.tables import evaluation_markdown
 from focalcal.scaling import (
+    ODIR_RATE,
     Objective,
     fit_matrix_scaling,
     fit_temperature,
@@ -210,6 +211,8 @@ def evaluate(
         for kind, calibration in maps.items()
     }
     post_hoc["matrix"].update(off_diagonal_penalty=off_diagonal, bias_penalty=bias)
+    rate = ODIR_RATE * logits["val"].shape[1]  # fit_vector_scaling's default penalties
+    post_hoc["vector"].update(spread_penalty=rate, bias_penalty=rate)
     evaluation: dict[str, Any] = {
         "version": 1,
         "run": str(Path(run_dir).resolve()),

@@ -49,7 +49,14 @@ TITLES = {
 }
 REPORT_METRICS = ("nll", "ece", "adaece", "classwise_ece", "mce", "brier")
 TABLE_METRICS = ("ece", "adaece", "classwise_ece", "error", "nll")
-LOSS_LABELS = {"ce": "CE", "brier": "Brier", "mmce": "MMCE", "mmce-weighted": "MMCE (weighted)"}
+LOSS_LABELS = {
+    "ce": "CE",
+    "brier": "Brier",
+    "mmce": "MMCE",
+    "mmce-weighted": "MMCE (weighted)",
+    "adafocal": "AdaFocal",
+    "mbls": "MbLS",
+}
 # The comparison tables' columns: (title, row key); lower is better in each. A single run's
 # bootstrap interval of the column is ``row["intervals"][key]`` (the error's: "error_before").
 COMPARISON_COLUMNS = (
@@ -274,7 +281,11 @@ def loss_label(name: str) -> str:
     Example:
         >>> loss_label("ce"), loss_label("flsd-53"), loss_label("ls-0.05")
         ('CE', 'FLSD-53', 'LS-0.05')
+        >>> loss_label("dual-focal-5"), loss_label("adafocal")
+        ('Dual-FL-5', 'AdaFocal')
     """
+    if name.startswith("dual-focal-"):
+        return "Dual-FL-" + name.removeprefix("dual-focal-")
     return LOSS_LABELS.get(name, name.upper())
 
 
@@ -486,8 +497,9 @@ def evaluation_markdown(evaluation: Mapping[str, Any]) -> str:
                 lines.append(_markdown_line([f"OOD AUROC (%), {spec}, {score}", *values]))
     post_hoc = evaluation.get("post_hoc")
     if post_hoc:  # absent from evaluations written before vector and matrix scaling
-        matrix = post_hoc["matrix"]
+        vector, matrix = post_hoc["vector"], post_hoc["matrix"]
         odir = f"λ = {matrix['off_diagonal_penalty']:g}, μ = {matrix['bias_penalty']:g}"
+        spread = f"λ = {vector.get('spread_penalty', 0):g}, μ = {vector.get('bias_penalty', 0):g}"
         lines += [
             "",
             "## Post-hoc calibration maps",
@@ -496,12 +508,12 @@ def evaluation_markdown(evaluation: Mapping[str, Any]) -> str:
             "split, against temperature scaling.",
             "",
             _markdown_line(
-                ["Metric", "Before", "After T", "Vector scaling", f"Matrix, ODIR {odir}"]
+                ["Metric", "Before", "After T", f"Vector, {spread}", f"Matrix, ODIR {odir}"]
             ),
             "|---|---:|---:|---:|---:|",
         ]
         for metric in ("error", *REPORT_METRICS):
-            reports = (before, after, post_hoc["vector"], matrix)
+            reports = (before, after, vector, matrix)
             lines.append(
                 _markdown_line([TITLES[metric], *(_with_interval(r, metric) for r in reports)])
             )
