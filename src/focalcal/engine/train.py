@@ -90,7 +90,10 @@ def load_model(
 
 
 def _check_same_run(config: TrainConfig, stored: dict[str, Any], path: Path) -> None:
-    differ = sorted(k for k, v in config.to_dict().items() if stored.get(k) != v)
+    # Read through TrainConfig, so a field added since the checkpoint was written takes its
+    # default instead of counting as a difference.
+    known = TrainConfig.from_dict(stored).to_dict()
+    differ = sorted(k for k, v in config.to_dict().items() if known[k] != v)
     if differ:
         raise ValueError(
             f"{path} was trained with another config (differs in {differ}): not this run's "
