@@ -53,8 +53,8 @@ def test_torchrun_reproduce_spreads_a_grid_one_run_per_process(tmp_path):
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "[shard 0/2] digits/small-cnn/ce:" in result.stdout
-    assert "[shard 1/2] digits/small-cnn/fl-3:" in result.stdout
+    assert "[1/1 of shard 0/2] digits/small-cnn/ce: trained" in result.stdout
+    assert "[1/1 of shard 1/2] digits/small-cnn/fl-3: trained" in result.stdout
     assert result.stdout.count("skipped in") == 2  # rank 0's final pass only tabulates
     assert result.stdout.count("# Results") == 1
     for loss in ("ce", "fl-3"):

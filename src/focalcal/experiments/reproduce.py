@@ -161,28 +161,25 @@ def reproduce(
     index, count = shard
     if not 0 <= index < count:
         raise ValueError(f"shard must be (k, n) with 0 <= k < n, got {shard}")
+    selected = dict(list(runs.items())[index::count])
+    where = f" of shard {index}/{count}" if count > 1 else ""
     out = Path(out_dir)
     rows, histories = [], {}
-    if count > 1:
-        for name, config in list(runs.items())[index::count]:
-            run_dir = out / "runs" / name
-            _, evaluation = _run(config, run_dir, ood, objective, checkpoint, bootstrap_samples)
-            rows.append(result_row(evaluation, run=name, seed=config.seed))
-            if progress:
-                print(f"[shard {index}/{count}] {name}: {_summary(rows[-1])}", flush=True)
-        return rows
-    for index, (name, config) in enumerate(runs.items(), 1):
+    for position, (name, config) in enumerate(selected.items(), 1):
         start = time.perf_counter()
         run_dir = out / "runs" / name
         status, evaluation = _run(config, run_dir, ood, objective, checkpoint, bootstrap_samples)
         rows.append(result_row(evaluation, run=name, seed=config.seed))
-        histories[name] = read_history(out / "runs" / name)
+        histories[name] = read_history(run_dir)
         if progress:
             seconds = time.perf_counter() - start
             print(
-                f"[{index}/{len(runs)}] {name}: {status} in {seconds:.1f} s; {_summary(rows[-1])}",
+                f"[{position}/{len(selected)}{where}] {name}: {status} in {seconds:.1f} s; "
+                f"{_summary(rows[-1])}",
                 flush=True,
             )
+    if count > 1:
+        return rows  # a shard: a last call without one writes the tables
     write_tables(rows, out)
     curves = None
     if importlib.util.find_spec("matplotlib") is not None:
