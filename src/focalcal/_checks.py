@@ -106,11 +106,11 @@ def looks_like_probabilities(scores: Tensor) -> bool:
     if scores.numel() == 0:
         return False
     scores = scores.detach()
-    tolerance = probability_tolerance(scores.shape[1], scores.dtype)
     row = first_row(scores)
     # logits almost always hold a negative value: one reduction over C values ends it there
     if not float(row.min()) >= 0.0 or not float(row.max()) <= 1.0:  # NaN ends it too
         return False
+    tolerance = probability_tolerance(scores.shape[1], scores.dtype)
     if not abs(float(row.sum(dtype=torch.float64)) - 1.0) <= tolerance:
         return False
     rows = scores.movedim(1, -1).reshape(-1, scores.shape[1])

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from focalcal._io import tomllib
-from focalcal.engine.config import TrainConfig
+from focalcal.engine.config import TrainConfig, check_names
 
 
 class UsageError(ValueError):
@@ -48,24 +48,10 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         names = ("dataset", "model", "loss", "epochs", "subset", "seed", "device")
         flags = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
         config = config.replace(**flags, **_overrides(args.set))
-        _check_names(config)
+        check_names(config)  # before a run directory is made
         return config
     except (ValueError, TypeError, FileNotFoundError) as error:
         raise UsageError(str(error)) from None
-
-
-def _check_names(config: TrainConfig) -> None:
-    """An unknown dataset, model or loss (or a loss option it refuses, like γ < 0) is a bad
-    argument, found before a run directory is made, not a run that fails."""
-    from focalcal.data import dataset_names
-    from focalcal.losses import build_loss
-    from focalcal.models import model_names
-
-    if config.dataset not in dataset_names():
-        raise ValueError(f"unknown dataset {config.dataset!r}; known: {', '.join(dataset_names())}")
-    if config.model.strip().lower() not in model_names():  # as build_model reads it
-        raise ValueError(f"unknown model {config.model!r}; known: {', '.join(model_names())}")
-    build_loss(config.loss, **config.loss_options)
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, default_preset: str) -> None:

@@ -15,7 +15,8 @@ from focalcal.engine.config import TrainConfig
 from focalcal.experiments import DEFAULT_LOSSES, Grid, grid, read_history, reproduce
 from focalcal.losses import build_loss
 from focalcal.report import nll_curves_figure
-from focalcal.report.tables import Cell, format_cell, result_row
+from focalcal.report.cells import Cell, format_cell
+from focalcal.report.tables import result_row
 
 BASE = TrainConfig(dataset="digits", subset=256, val_subset=128, epochs=2, analysis_samples=100)
 # the module, not the function the package exports under its name

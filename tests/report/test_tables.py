@@ -15,7 +15,8 @@ from focalcal.report import (
     result_row,
     write_tables,
 )
-from focalcal.report.tables import format_cell, format_percent, format_temperature, latex_escape
+from focalcal.report.cells import format_cell, format_percent, format_temperature
+from focalcal.report.tables import latex_escape
 
 
 def row(dataset, model, loss, ece=(0.0435, 0.0135), t=2.5, error=0.0495, ood=None, **extra):

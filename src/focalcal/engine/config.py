@@ -174,3 +174,17 @@ def _from_yaml(text: str) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise ValueError("a config must be a mapping of keys to values")
     return values
+
+
+def check_names(config: TrainConfig) -> None:
+    """``ValueError`` for an unknown dataset, model or loss, or a loss option the loss refuses
+    (γ < 0, say): the checks a run would otherwise fail on only after it started."""
+    from focalcal.data import dataset_names
+    from focalcal.losses import build_loss
+    from focalcal.models import model_names
+
+    if config.dataset not in dataset_names():
+        raise ValueError(f"unknown dataset {config.dataset!r}; known: {', '.join(dataset_names())}")
+    if config.model.strip().lower() not in model_names():  # as build_model reads it
+        raise ValueError(f"unknown model {config.model!r}; known: {', '.join(model_names())}")
+    build_loss(config.loss, **config.loss_options)

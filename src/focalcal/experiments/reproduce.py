@@ -30,19 +30,13 @@ from typing import Any
 from urllib.parse import quote
 
 from focalcal._io import atomic_write_text
-from focalcal.data import dataset_names, load_dataset
-from focalcal.engine.config import TrainConfig
+from focalcal.data import load_dataset
+from focalcal.engine.config import TrainConfig, check_names
 from focalcal.engine.evaluate import OBJECTIVES, evaluate, is_evaluated, parse_ood
 from focalcal.engine.train import train
-from focalcal.losses import build_loss
-from focalcal.models import model_names
+from focalcal.report.cells import format_percent, format_temperature
 from focalcal.report.plots import plot_nll_curves
-from focalcal.report.tables import (
-    format_percent,
-    format_temperature,
-    result_row,
-    write_tables,
-)
+from focalcal.report.tables import result_row, write_tables
 from focalcal.scaling import Objective
 
 # The paper's Table 1 columns: cross-entropy, its three calibration baselines, FL-3, FLSD-53.
@@ -247,12 +241,8 @@ def _check_runs(runs: Mapping[str, TrainConfig], ood: Sequence[str], objective: 
         parts = PurePosixPath(name).parts
         if not parts or name.startswith("/") or "\\" in name or {".", ".."} & set(parts):
             raise ValueError(f"run name {name!r} must be a relative path without '.' or '..'")
-        if config.dataset not in dataset_names():
-            raise ValueError(f"run {name!r}: unknown dataset {config.dataset!r}")
-        if config.model.lower() not in model_names():
-            raise ValueError(f"run {name!r}: unknown model {config.model!r}")
         try:
-            build_loss(config.loss, **config.loss_options)
+            check_names(config)
         except (ValueError, TypeError) as error:
             raise ValueError(f"run {name!r}: {error}") from error
         if (config.dataset, config.root) not in found:  # read once here, cached for training

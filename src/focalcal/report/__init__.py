@@ -1,6 +1,9 @@
 """Reports: reliability diagrams and training curves (matplotlib, optional:
-``pip install 'focalcal[plots]'``) and paper-style tables (Markdown, LaTeX, JSON)."""
+``pip install 'focalcal[plots]'``) and paper-style tables (Markdown, LaTeX, JSON) with
+per-loss comparisons."""
 
+from focalcal.report.cells import Cell
+from focalcal.report.comparison import comparison_markdown
 from focalcal.report.plots import (
     nll_curves_figure,
     plot_nll_curves,
@@ -10,7 +13,6 @@ from focalcal.report.plots import (
     save_reliability_diagram,
 )
 from focalcal.report.tables import (
-    Cell,
     Table,
     build_tables,
     evaluation_markdown,
@@ -27,6 +29,7 @@ __all__ = [
     "Cell",
     "Table",
     "build_tables",
+    "comparison_markdown",
     "evaluation_markdown",
     "json_tables",
     "latex_tables",

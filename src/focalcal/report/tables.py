@@ -13,8 +13,9 @@ a cell reads ``4.35 → 1.35 (2.5)`` in Markdown (before → after temperature s
 takes a Pre T and a Post T column in LaTeX. JSON keeps the unrounded fractions.
 
 Rows of one (dataset, model, loss) with different ``seed`` values are repeats: their cell is
-the mean ± the standard deviation over the seeds (T: the mean). :func:`comparison_markdown`
-turns them around, a table per (dataset, model) with a row per loss and a column per metric,
+the mean ± the standard deviation over the seeds (T: the mean).
+:func:`~focalcal.report.comparison.comparison_markdown`, appended to the Markdown page, turns
+them around, a table per (dataset, model) with a row per loss and a column per metric,
 and marks the best entry of a column only where it beats the runner-up by more than one
 standard deviation; single runs show their bootstrap intervals there instead, when evaluated
 with them.
@@ -23,7 +24,6 @@ with them.
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -32,6 +32,17 @@ from pathlib import Path
 from typing import Any
 
 from focalcal._io import atomic_write_text
+from focalcal.report.cells import (
+    Cell,
+    format_cell,
+    format_percent,
+    format_temperature,
+    loss_label,
+    markdown_line,
+    mean_cell,
+    spread,
+)
+from focalcal.report.comparison import POST_HOC_COLUMNS, comparison_markdown
 
 Row = Mapping[str, Any]
 Setting = tuple[str, str]  # (dataset, model)
@@ -49,39 +60,6 @@ TITLES = {
 }
 REPORT_METRICS = ("nll", "ece", "adaece", "classwise_ece", "mce", "brier")
 TABLE_METRICS = ("ece", "adaece", "classwise_ece", "error", "nll")
-LOSS_LABELS = {
-    "ce": "CE",
-    "brier": "Brier",
-    "mmce": "MMCE",
-    "mmce-weighted": "MMCE (weighted)",
-    "adafocal": "AdaFocal",
-    "mbls": "MbLS",
-}
-# The comparison tables' columns: (title, row key); lower is better in each. A single run's
-# bootstrap interval of the column is ``row["intervals"][key]`` (the error's: "error_before").
-COMPARISON_COLUMNS = (
-    ("Error (%)", "error"),
-    ("ECE (%)", "ece_before"),
-    ("ECE (T) (%)", "ece_after"),
-    ("AdaECE (%)", "adaece_before"),
-    ("AdaECE (T) (%)", "adaece_after"),
-    ("Classwise-ECE (%)", "classwise_ece_before"),
-    ("Classwise-ECE (T) (%)", "classwise_ece_after"),
-    ("NLL (×100)", "nll_before"),
-    ("NLL (T) (×100)", "nll_after"),
-)
-# The post-hoc comparison: what temperature, vector and matrix scaling leave of each loss's error
-POST_HOC_COLUMNS = (
-    ("ECE (%)", "ece_before"),
-    ("ECE (T) (%)", "ece_after"),
-    ("ECE (vector) (%)", "ece_vector"),
-    ("ECE (matrix) (%)", "ece_matrix"),
-    ("NLL (×100)", "nll_before"),
-    ("NLL (T) (×100)", "nll_after"),
-    ("NLL (vector) (×100)", "nll_vector"),
-    ("NLL (matrix) (×100)", "nll_matrix"),
-)
-MISSING = "–"  # an en dash: no run, or a metric the run did not compute
 _LATEX_SPECIAL = {
     "\\": r"\textbackslash{}",
     "&": r"\&",
@@ -96,20 +74,6 @@ _LATEX_SPECIAL = {
     "×": r"$\times$",
     "–": "--",
 }
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One run's value of a metric as fractions: ``before`` and, for metrics that temperature
-    scaling changes, ``after`` T and T itself; for ``runs`` > 1 repeats (seeds), the means,
-    the mean T and the sample standard deviations."""
-
-    before: float | None
-    after: float | None = None
-    temperature: float | None = None
-    before_std: float | None = None  # over seeds, for repeated runs
-    after_std: float | None = None
-    runs: int = 1
 
 
 @dataclass(frozen=True)
@@ -209,86 +173,6 @@ def build_tables(rows: Sequence[Row]) -> list[Table]:
     return tables
 
 
-def format_percent(value: float | None) -> str:
-    """A fraction as a percentage with two decimals; ``None`` or NaN as a dash.
-
-    Example:
-        >>> format_percent(0.04354), format_percent(1.0), format_percent(None)
-        ('4.35', '100.00', '–')
-    """
-    if value is None or math.isnan(value):
-        return MISSING
-    return f"{100 * value:.2f}"
-
-
-def format_temperature(temperature: float) -> str:
-    """T with one decimal when it lies on the paper's 0.1 grid, else two.
-
-    Example:
-        >>> format_temperature(2.5), format_temperature(1.0), format_temperature(1.2345)
-        ('2.5', '1.0', '1.23')
-    """
-    one_decimal = abs(temperature - round(temperature, 1)) < 1e-9
-    return f"{temperature:.1f}" if one_decimal else f"{temperature:.2f}"
-
-
-def format_cell(cell: Cell | None) -> str:
-    """A Markdown cell: ``before → after (T)`` for metrics T changes, else ``before``; each
-    value ``± std`` for repeated runs.
-
-    Example:
-        >>> format_cell(Cell(0.0435, 0.0135, 2.5)), format_cell(Cell(0.0495))
-        ('4.35 → 1.35 (2.5)', '4.95')
-        >>> format_cell(Cell(0.0435, 0.0135, 2.5, 0.0012, 0.0003, runs=3))
-        '4.35 ± 0.12 → 1.35 ± 0.03 (2.5)'
-    """
-    if cell is None:
-        return MISSING
-    before = format_percent(cell.before) + _spread(cell.before_std)
-    if cell.temperature is None:
-        return before
-    after = format_percent(cell.after) + _spread(cell.after_std)
-    return f"{before} → {after} ({format_temperature(cell.temperature)})"
-
-
-def mean_cell(cells: Sequence[Cell]) -> Cell:
-    """The cell of repeated runs: means, the mean T, sample standard deviations (n − 1).
-
-    Example:
-        >>> format_cell(mean_cell([Cell(0.040, 0.010, 2.0), Cell(0.044, 0.012, 2.2)]))
-        '4.20 ± 0.28 → 1.10 ± 0.14 (2.1)'
-    """
-    if len(cells) == 1:
-        return cells[0]
-
-    def stats(values: list[float | None]) -> tuple[float | None, float | None]:
-        if any(v is None for v in values):
-            return None, None
-        numbers = [float(v) for v in values if v is not None]
-        mean = math.fsum(numbers) / len(numbers)
-        variance = math.fsum((v - mean) ** 2 for v in numbers) / (len(numbers) - 1)
-        return mean, math.sqrt(variance)
-
-    before, before_std = stats([c.before for c in cells])
-    after, after_std = stats([c.after for c in cells])
-    temperature = stats([c.temperature for c in cells])[0]
-    return Cell(before, after, temperature, before_std, after_std, len(cells))
-
-
-def loss_label(name: str) -> str:
-    """A loss's name as the paper prints it.
-
-    Example:
-        >>> loss_label("ce"), loss_label("flsd-53"), loss_label("ls-0.05")
-        ('CE', 'FLSD-53', 'LS-0.05')
-        >>> loss_label("dual-focal-5"), loss_label("adafocal")
-        ('Dual-FL-5', 'AdaFocal')
-    """
-    if name.startswith("dual-focal-"):
-        return "Dual-FL-" + name.removeprefix("dual-focal-")
-    return LOSS_LABELS.get(name, name.upper())
-
-
 def latex_escape(text: str) -> str:
     r"""``text`` with LaTeX's special characters escaped (``×`` and ``–`` spelled out).
 
@@ -316,10 +200,10 @@ def table_markdown(table: Table) -> str:
     """
     title = table.title + (", before → after temperature scaling (T)" if table.scaled else "")
     header = ["Dataset", "Model", *map(loss_label, table.losses)]
-    lines = [f"### {title}", "", _markdown_line(header), "|---|---|" + "---:|" * len(table.losses)]
+    lines = [f"### {title}", "", markdown_line(header), "|---|---|" + "---:|" * len(table.losses)]
     for dataset, model in table.settings:
         cells = [format_cell(table.cells.get((dataset, model, loss))) for loss in table.losses]
-        lines.append(_markdown_line([dataset, model, *cells]))
+        lines.append(markdown_line([dataset, model, *cells]))
     return "\n".join(lines) + "\n"
 
 
@@ -362,71 +246,6 @@ def table_latex(table: Table) -> str:
         lines.append(" & ".join(values) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"
-
-
-def comparison_markdown(
-    rows: Sequence[Row], columns: Sequence[tuple[str, str]] = COMPARISON_COLUMNS
-) -> str:
-    """Per (dataset, model), a table with a row per loss and a column per metric of ``columns``
-    (title, row key; lower is better in each): mean ± standard deviation over the seeds of repeated runs, the **best**
-    of a column marked only where the runner-up's mean is worse by more than one standard
-    deviation (the larger of the two); single runs show ``[low, high]`` bootstrap intervals
-    where evaluated with them, and nothing is marked.
-
-    Example:
-        >>> rows = [{"dataset": "d", "model": "m", "loss": loss, "seed": seed, "error": error,
-        ...          "ece_before": ece} for loss, seed, error, ece in [("ce", 0, 0.10, 0.08),
-        ...          ("ce", 1, 0.11, 0.09), ("fl-3", 0, 0.10, 0.02), ("fl-3", 1, 0.12, 0.01)]]
-        >>> print(comparison_markdown(rows))  # doctest: +NORMALIZE_WHITESPACE
-        ### d · m
-        <BLANKLINE>
-        | Loss | Error (%) | ECE (%) | ECE (T) (%) | AdaECE (%) | AdaECE (T) (%) | Classwise-ECE (%) | Classwise-ECE (T) (%) | NLL (×100) | NLL (T) (×100) |
-        |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|
-        | CE | 10.50 ± 0.71 | 8.50 ± 0.71 | – | – | – | – | – | – | – |
-        | FL-3 | 11.00 ± 1.41 | **1.50 ± 0.71** | – | – | – | – | – | – | – |
-        <BLANKLINE>
-        Lower is better in every column; (T): after temperature scaling. Mean ± standard
-        deviation over 2 seeds. **Bold**: the best of its column, marked only where the
-        runner-up's mean is worse by more than one standard deviation (the larger of the two).
-        <BLANKLINE>
-    """  # noqa: E501
-    groups: dict[Setting, dict[str, list[Row]]] = {}
-    for row in rows:
-        setting = (row["dataset"], row["model"])
-        groups.setdefault(setting, {}).setdefault(row["loss"], []).append(row)
-    header = ["Loss", *(title for title, _ in columns)]
-    sections = []
-    for (dataset, model), losses in groups.items():
-        cells = {
-            loss: {key: mean_cell([Cell(r.get(key)) for r in runs]) for _, key in columns}
-            for loss, runs in losses.items()
-        }
-        lines = [f"### {dataset} · {model}", "", _markdown_line(header)]
-        lines.append("|---|" + "---:|" * len(columns))
-        for loss, runs in losses.items():
-            values = [loss_label(loss)]
-            for _, key in columns:
-                text = format_cell(cells[loss][key])
-                interval_key = "error_before" if key == "error" else key
-                interval = runs[0].get("intervals", {}).get(interval_key)
-                if len(runs) == 1 and interval is not None and text != MISSING:
-                    text += f" [{format_percent(interval[0])}, {format_percent(interval[1])}]"
-                if _clear_winner({other: c[key] for other, c in cells.items()}) == loss:
-                    text = f"**{text}**"
-                values.append(text)
-            lines.append(_markdown_line(values))
-        repeats = sorted({len(runs) for runs in losses.values()})
-        if repeats == [1]:
-            note = ("One run per loss; [low, high]: 95 % bootstrap interval over the test set "
-                    "(`--bootstrap`), where computed. Nothing is marked.")  # fmt: skip
-        else:
-            seeds = "/".join(map(str, repeats))
-            note = (f"Mean ± standard deviation over {seeds} seeds. **Bold**: the best of its "
-                    "column, marked only where the runner-up's mean is worse by more than one "
-                    "standard deviation (the larger of the two).")  # fmt: skip
-        sections.append("\n".join(lines) + f"\n\nLower is better in every column; (T): after "
-                        f"temperature scaling. {note}\n")  # fmt: skip
-    return "\n".join(sections)
 
 
 def markdown_tables(rows: Sequence[Row]) -> str:
@@ -489,12 +308,12 @@ def evaluation_markdown(evaluation: Mapping[str, Any]) -> str:
     ]
     for metric in ("error", *REPORT_METRICS):
         values = [_with_interval(report, metric) for report in (before, after)]
-        lines.append(_markdown_line([TITLES[metric], *values]))
+        lines.append(markdown_line([TITLES[metric], *values]))
     for spec, entry in evaluation.get("ood", {}).items():
         for score, auroc in entry.items():
             if isinstance(auroc, Mapping):
                 values = [format_percent(auroc.get(when)) for when in ("before", "after")]
-                lines.append(_markdown_line([f"OOD AUROC (%), {spec}, {score}", *values]))
+                lines.append(markdown_line([f"OOD AUROC (%), {spec}, {score}", *values]))
     post_hoc = evaluation.get("post_hoc")
     if post_hoc:  # absent from evaluations written before vector and matrix scaling
         vector, matrix = post_hoc["vector"], post_hoc["matrix"]
@@ -507,7 +326,7 @@ def evaluation_markdown(evaluation: Mapping[str, Any]) -> str:
             "Vector scaling and matrix scaling with ODIR, each fitted by NLL on the validation "
             "split, against temperature scaling.",
             "",
-            _markdown_line(
+            markdown_line(
                 ["Metric", "Before", "After T", f"Vector, {spread}", f"Matrix, ODIR {odir}"]
             ),
             "|---|---:|---:|---:|---:|",
@@ -515,7 +334,7 @@ def evaluation_markdown(evaluation: Mapping[str, Any]) -> str:
         for metric in ("error", *REPORT_METRICS):
             reports = (before, after, vector, matrix)
             lines.append(
-                _markdown_line([TITLES[metric], *(_with_interval(r, metric) for r in reports)])
+                markdown_line([TITLES[metric], *(_with_interval(r, metric) for r in reports)])
             )
     return "\n".join(lines) + "\n"
 
@@ -559,17 +378,13 @@ def _ood_cell(spec: str) -> Callable[[Row], Cell | None]:
     return cell
 
 
-def _markdown_line(values: Sequence[str]) -> str:
-    return "| " + " | ".join(str(v).replace("|", "\\|") for v in values) + " |"
-
-
 def _latex_cells(cell: Cell | None, columns: int) -> list[str]:
     if cell is None:
         return ["--"] * columns
-    before = latex_escape(format_percent(cell.before)) + _spread(cell.before_std, r"$\pm$")
+    before = latex_escape(format_percent(cell.before)) + spread(cell.before_std, r"$\pm$")
     if columns == 1:
         return [before]
-    after = latex_escape(format_percent(cell.after)) + _spread(cell.after_std, r"$\pm$")
+    after = latex_escape(format_percent(cell.after)) + spread(cell.after_std, r"$\pm$")
     if cell.temperature is not None:
         after += f" ({format_temperature(cell.temperature)})"
     return [before, after]
@@ -581,20 +396,3 @@ def _with_interval(report: Mapping[str, Any], metric: str) -> str:
     if interval is not None:
         text += f" [{format_percent(interval[0])}, {format_percent(interval[1])}]"
     return text
-
-
-def _clear_winner(cells: Mapping[str, Cell]) -> str | None:
-    """The key of the lowest mean, if it beats the runner-up by more than one standard
-    deviation (the larger of theirs); ``None`` without repeats or a clear gap."""
-    ranked = sorted(
-        ((c.before, c.before_std or 0.0, key) for key, c in cells.items() if c.before is not None),
-        key=lambda entry: entry[0],
-    )
-    if len(ranked) < 2 or any(c.runs < 2 for c in cells.values()):
-        return None
-    (best, best_std, key), (runner_up, runner_up_std, _) = ranked[0], ranked[1]
-    return key if runner_up - best > max(best_std, runner_up_std) else None
-
-
-def _spread(std: float | None, sign: str = "±") -> str:
-    return "" if std is None else f" {sign} {100 * std:.2f}"
