@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from focalcal.metrics import (
     adaptive_calibration_error,
     brier_score,
+    calibration_report,
     classwise_calibration_error,
     error_rate,
     expected_calibration_error,
@@ -212,6 +213,19 @@ def test_nll_brier_error_equal_written_out_formulas():
     assert error_rate(probs, labels, from_probs=True).item() == pytest.approx(error)
 
 
+def test_nll_and_brier_stay_in_their_range_where_rounding_would_leave_it():
+    # a row of probabilities that sums to 1 + 5e-5 (within the float32 tolerance): the exact
+    # Brier score of label 0 is 2 + 2.5e-9; a probability of exactly 1 gives NLL -0.0
+    probs = torch.tensor([[0.0, 1.0, 5e-5], [1.0, 0.0, 0.0]])
+    labels = torch.tensor([0, 0])
+    assert brier_score(probs[:1], labels[:1], from_probs=True).item() == 2.0
+    assert brier_score(probs, labels, from_probs=True).item() == 1.0
+    nll = negative_log_likelihood(probs[1:], labels[1:], from_probs=True).item()
+    assert nll == 0.0 and math.copysign(1.0, nll) == 1.0
+    report = calibration_report(probs, labels, from_probs=True)
+    assert report.brier <= 1.0 and report.nll == math.inf
+
+
 def test_signed_error_is_mean_confidence_minus_accuracy():
     probs, labels = random_probs(500, 4, seed=11)
     conf, hits = top_label(probs, labels)
@@ -265,7 +279,7 @@ def test_bounds(batch, num_bins):
     logits, labels = batch
     ece = expected_calibration_error(logits, labels, num_bins).item()
     mce = maximum_calibration_error(logits, labels, num_bins).item()
-    assert 0.0 <= ece <= mce + 1e-12 <= 1.0 + 1e-12
+    assert 0.0 <= ece <= mce <= 1.0  # exact: integer sums, one correctly rounded division
     for metric in (adaptive_calibration_error, classwise_calibration_error):
         assert 0.0 <= metric(logits, labels, num_bins).item() <= 1.0
 

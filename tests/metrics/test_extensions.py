@@ -228,6 +228,19 @@ def test_zero_residuals_give_zero_at_the_smallest_bandwidth():
     assert float(value) == 0.0 and sigma == MIN_BANDWIDTH
 
 
+@pytest.mark.parametrize(("confidence", "correct"), [(1.0, False), (0.0, True), (0.5, True)])
+def test_smooth_ece_never_exceeds_its_bound(confidence, correct):
+    """Residuals all of one sign: the exact value is mean |y − f| at every σ; the FFT rounds it
+    up by a few ulps at some σ on every CPU tried (1 + 4e-15 on an AMD EPYC)."""
+    f = torch.full((3,), confidence, dtype=torch.float64)
+    y = torch.full((3,), correct)
+    exact = abs(float(correct) - confidence)
+    for sigma in np.linspace(MIN_BANDWIDTH, 1.0, 200):
+        value = float(smooth_ece(f, y, bandwidth=float(sigma))[0])
+        assert value <= 1.0 and value == pytest.approx(exact, rel=1e-12)
+    assert float(smooth_ece(f, y)[0]) <= 1.0
+
+
 @pytest.mark.parametrize("num_samples", [500, 20_000])
 def test_smooth_ece_matches_relplot(num_samples):
     confidence, correct = miscalibrated_sample(num_samples, seed=2, slope=1.4)

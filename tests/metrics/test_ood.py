@@ -206,6 +206,16 @@ def test_entropy_of_uniform_is_log_c(num_classes):
     torch.testing.assert_close(entropy(logits), expected, rtol=1e-14, atol=0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_entropy_never_exceeds_log_c(dtype):
+    """The rounded sum over a uniform row passes ln C by an ulp for most C (C = 7 in float32)."""
+    for num_classes in range(2, 300):
+        bound = torch.tensor(math.log(num_classes), dtype=dtype)
+        uniform = torch.zeros(2, num_classes, dtype=dtype)
+        for h in (entropy(uniform), entropy(uniform.softmax(1), from_probs=True)):
+            assert bool((h <= bound).all() and (h >= 0).all()), (num_classes, h - bound)
+
+
 def test_entropy_of_one_hot_probabilities_is_zero():
     probs = torch.eye(4)[[0, 3, 1]]
     assert entropy(probs, from_probs=True).tolist() == [0.0, 0.0, 0.0]

@@ -51,8 +51,10 @@ class BatchLoader:
     - ``shuffle``: a new order every epoch (call :meth:`set_epoch`, as with
       ``DistributedSampler``); otherwise the dataset's order.
     - ``augment``: random crop with ``padding`` and horizontal flip (images only).
-    - Images (uint8) come out as float32 ``(x / 255 − mean) / std``; float signals as
-      ``(x − mean) / std``; token ids unchanged.
+    - Images (uint8) come out as ``(x / 255 − mean) / std``; float signals as
+      ``(x − mean) / std``, both in torch's default dtype (float32 unless
+      ``torch.set_default_dtype`` changed it when the loader was made, as for the model's
+      weights); token ids unchanged.
     - Under ``torch.distributed`` (or with ``rank``/``world_size``), each process gets every
       ``world_size``-th sample; when shuffling, the order is padded by repeating its start so all
       processes run the same number of steps (evaluation never repeats a sample).
@@ -117,8 +119,9 @@ class BatchLoader:
         if mean is None or std is None or not numeric:  # token ids pass through
             return None
         shape = (1, -1) + (1,) * (self.inputs.dim() - 2)
-        mean_t = torch.tensor(mean, dtype=torch.float32, device=self.device).view(shape)
-        std_t = torch.tensor(std, dtype=torch.float32, device=self.device).view(shape)
+        dtype = torch.get_default_dtype()
+        mean_t = torch.tensor(mean, dtype=dtype, device=self.device).view(shape)
+        std_t = torch.tensor(std, dtype=dtype, device=self.device).view(shape)
         if self.inputs.dtype == torch.uint8:  # fold the 1/255 into the affine map
             return 1 / (255 * std_t), mean_t / std_t
         return 1 / std_t, mean_t / std_t
@@ -164,7 +167,7 @@ class BatchLoader:
                 x = random_crop_flip(x, self.padding, shifts[part], flips[part])
             if self.scale is not None:
                 multiplier, offset = self.scale
-                x = torch.addcmul(-offset, x.float(), multiplier)
+                x = torch.addcmul(-offset, x.to(multiplier.dtype), multiplier)
             if self.channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, self.labels[index]

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from focalcal.metrics._inputs import check_num_bins, checked, probabilities, top_label
@@ -102,16 +101,32 @@ def classwise_calibration_error(
 def negative_log_likelihood(scores: Tensor, labels: Tensor, from_probs: bool = False) -> Tensor:
     """Mean −log p_y (infinite where a probability of the label is 0)."""
     scores, labels = checked(scores, labels, from_probs)
-    if from_probs:
-        return -scores.gather(1, labels.unsqueeze(1)).double().log().mean()
-    return F.cross_entropy(scores.double(), labels)
+    return sample_nll(scores, labels, from_probs).mean()
 
 
 def brier_score(scores: Tensor, labels: Tensor, from_probs: bool = False) -> Tensor:
     """Mean over samples of Σ_k (p_k − 1[y = k])²."""
     probs, labels = probabilities(scores, labels, from_probs)
-    one_hot = torch.zeros_like(probs).scatter_(1, labels.unsqueeze(1), 1.0)
-    return (probs - one_hot).double().square().sum(1).mean()
+    return sample_brier(probs, labels).mean()
+
+
+def sample_nll(scores: Tensor, labels: Tensor, from_probs: bool) -> Tensor:
+    """−log p_y of every row of checked ``(M, C)`` scores, float64, in [0, inf]."""
+    if from_probs:
+        nll = -scores.gather(1, labels.unsqueeze(1)).squeeze(1).double().log()
+    else:
+        nll = -torch.log_softmax(scores.double(), dim=1).gather(1, labels.unsqueeze(1)).squeeze(1)
+    # −log p >= 0 exactly, but the sign of the rounding of log p = 0 at the largest logit is
+    # the kernel's: a vectorised log-softmax may give +1 ulp (and −0.0 from a probability of 1)
+    return nll.clamp_(min=0.0)
+
+
+def sample_brier(probs: Tensor, labels: Tensor) -> Tensor:
+    """Σ_k (p_k − 1[y = k])² of every row of checked ``(M, C)`` probabilities, float64."""
+    one_hot = torch.zeros_like(probs, dtype=torch.float64).scatter_(1, labels.unsqueeze(1), 1.0)
+    # at most 2 for a distribution; a row that sums to 1 only within probability_tolerance
+    # (a user's rounded probabilities) can pass 2 by about twice that tolerance
+    return (probs.double() - one_hot).square_().sum(1).clamp_(max=2.0)
 
 
 def error_rate(scores: Tensor, labels: Tensor, from_probs: bool = False) -> Tensor:

@@ -11,6 +11,7 @@ O(M log M) for M = N_in + N_out samples, no loop over samples.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Literal
 
@@ -152,12 +153,15 @@ def ood_auroc(
 def _entropy(scores: Tensor, from_probs: bool) -> Tensor:
     if from_probs:
         terms: Tensor = torch.special.entr(scores)  # -p ln p, 0 at p = 0
-        return terms.sum(dim=1)
-    # exp(log p) underflows to exactly 0 where log p is very negative, and 0·(finite) = 0; log p
-    # itself is -inf where a logit's distance to the largest overflows (-3e38 and 3e38 in
-    # float32), so it is clamped to the dtype's finite range, which changes no p
-    log_probs = torch.log_softmax(scores, dim=1).clamp_min(torch.finfo(scores.dtype).min)
-    return (log_probs.exp() * -log_probs).sum(dim=1)
+    else:
+        # exp(log p) underflows to exactly 0 where log p is very negative, and 0·(finite) = 0;
+        # log p itself is -inf where a logit's distance to the largest overflows (-3e38 and
+        # 3e38 in float32), so it is clamped to the dtype's finite range, which changes no p
+        log_probs = torch.log_softmax(scores, dim=1).clamp_min(torch.finfo(scores.dtype).min)
+        terms = log_probs.exp() * -log_probs
+    # The exact entropy lies in [0, ln C]; the rounded sum of C terms can leave that range by a
+    # few ulps (a uniform row), in either direction depending on the kernel's summation order
+    return terms.sum(dim=1).clamp_(0.0, math.log(scores.shape[1]))
 
 
 def _max_confidence(scores: Tensor, from_probs: bool) -> Tensor:

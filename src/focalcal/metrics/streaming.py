@@ -27,7 +27,7 @@ from focalcal.metrics.binning import (
     to_fixed_point,
 )
 from focalcal.metrics.bootstrap import bootstrap
-from focalcal.metrics.calibration import adaptive_bins
+from focalcal.metrics.calibration import adaptive_bins, sample_brier, sample_nll
 from focalcal.metrics.extensions import debiased_from_bins, smooth_ece
 
 
@@ -129,13 +129,7 @@ class CalibrationAccumulator:
         top = Bins.top_label(confidence, correct, edges)
         classwise = Bins.classwise(probs, labels, self.num_bins)
 
-        if self.from_probs:
-            nll = -probs.gather(1, labels.unsqueeze(1)).squeeze(1).double().log()
-        else:
-            log_probs = torch.log_softmax(flat.double(), dim=1)
-            nll = -log_probs.gather(1, labels.unsqueeze(1)).squeeze(1)
-        one_hot = torch.zeros_like(probs).scatter_(1, labels.unsqueeze(1), 1.0)
-        brier = (probs.double() - one_hot).square().sum(1)
+        nll, brier = sample_nll(flat, labels, self.from_probs), sample_brier(probs, labels)
         finite = nll.isfinite()
         finite_nll = torch.where(finite, nll, 0.0)
         whole = finite_nll.floor()
