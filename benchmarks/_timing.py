@@ -4,13 +4,12 @@ compared through the median over rounds of their ratio within the same round."""
 
 from __future__ import annotations
 
-import platform
 import random
 import statistics
 import time
 from collections.abc import Callable
 
-import torch
+from focalcal._machine import describe_machine
 
 
 def paired_times(
@@ -47,10 +46,7 @@ def ratio(times: dict[str, list[float]], name: str, to: str) -> float:
 
 
 def machine(device: str) -> str:
-    return (
-        f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, device {device}\n"
-    )
+    return f"# {describe_machine(device)}\n"
 
 
 class Goals:

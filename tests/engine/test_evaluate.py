@@ -11,6 +11,7 @@ import json
 import pytest
 import torch
 
+from focalcal._machine import describe_machine
 from focalcal.data import BatchLoader, load_dataset
 from focalcal.engine.config import TrainConfig
 from focalcal.engine.evaluate import evaluate, is_evaluated, ood_dataset, parse_ood
@@ -52,6 +53,8 @@ def test_writes_every_promised_file(run_dir):
         "loss",
         "checkpoint",
         "epoch",
+        "trained_on",
+        "evaluated_on",
         "objective",
         "temperature",
         "val_samples",
@@ -59,6 +62,7 @@ def test_writes_every_promised_file(run_dir):
         "post_hoc",
         "ood",
     }
+    assert stored["trained_on"] == [stored["evaluated_on"]] == [describe_machine("cpu")]
     assert (stored["dataset"], stored["model"], stored["loss"]) == ("digits", "small-cnn", "ce")
     assert (stored["checkpoint"], stored["epoch"], stored["val_samples"]) == ("last", 2, 128)
     assert set(stored["ood"][NOISE]) == {"num_samples", "entropy", "confidence"}
@@ -68,6 +72,7 @@ def test_writes_every_promised_file(run_dir):
         "bias_penalty",
     }
     markdown = (run_dir / "evaluation.md").read_text()
+    assert f"Trained on {describe_machine('cpu')}; evaluated on" in markdown
     assert "| ECE (%) |" in markdown and f"OOD AUROC (%), {NOISE}, entropy" in markdown
     # The post-hoc table: a row per metric, the four reports side by side.
     header = "| Metric | Before | After T | Vector, λ = 1, μ = 1 | Matrix, ODIR λ = 9, μ = 1 |"

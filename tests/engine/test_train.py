@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from focalcal._machine import describe_machine
 from focalcal.data import BatchLoader
 from focalcal.engine import train as train_module
 from focalcal.engine.checkpoint import load_checkpoint
@@ -39,6 +40,7 @@ def test_a_run_writes_its_config_log_checkpoints_and_result(finished):
     assert last["epoch"] == 3 and last["history"] == records
     best = load_checkpoint(run / "checkpoints" / "best.pt")
     assert best["epoch"] == result["best_epoch"]
+    assert result["machines"] == last["machines"] == [describe_machine("cpu")]
 
 
 def test_the_logged_validation_accuracy_is_the_models(finished):
@@ -80,6 +82,14 @@ def test_resume_after_an_interruption_ends_like_an_uninterrupted_run(
         assert {k: v for k, v in a.items() if k != "seconds"} == {
             k: v for k, v in b.items() if k != "seconds"
         }
+
+
+def test_a_run_resumed_on_another_machine_names_both(tmp_path, monkeypatch):
+    train_interrupted_after_two_epochs(TINY, tmp_path, monkeypatch)
+    monkeypatch.setattr(train_module, "describe_machine", lambda device: "another machine")
+    result = train(TINY, tmp_path, resume=True, progress=False)
+    assert result["machines"] == [describe_machine("cpu"), "another machine"]
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["machines"] == result["machines"]
 
 
 def test_a_run_directory_is_not_overwritten_or_resumed_with_another_config(finished):

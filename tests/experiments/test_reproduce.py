@@ -11,6 +11,7 @@ from urllib.parse import unquote
 
 import pytest
 
+from focalcal._machine import describe_machine
 from focalcal.engine.config import TrainConfig
 from focalcal.experiments import DEFAULT_LOSSES, Grid, grid, read_history, reproduce
 from focalcal.losses import build_loss
@@ -93,6 +94,7 @@ def test_table_values_equal_the_evaluations(done):
     out, rows = done
     document = json.loads((out / "tables.json").read_text())
     markdown = (out / "tables.md").read_text()
+    assert f"Trained on {describe_machine('cpu')}. The same command repeats" in markdown
     for name, row in zip(NAMES, rows, strict=True):
         evaluation = json.loads((out / "runs" / name / "evaluation.json").read_text())
         assert row == result_row(evaluation, run=name, seed=BASE.seed)

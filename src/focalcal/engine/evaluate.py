@@ -55,6 +55,7 @@ import torch
 from torch import Tensor, nn
 
 from focalcal._io import atomic_write_text
+from focalcal._machine import describe_machine
 from focalcal.data import CORRUPTIONS, BatchLoader, Dataset, dataset_names, load_dataset
 from focalcal.engine.checkpoint import load_checkpoint
 from focalcal.engine.config import TrainConfig
@@ -213,6 +214,7 @@ def evaluate(
     post_hoc["matrix"].update(off_diagonal_penalty=off_diagonal, bias_penalty=bias)
     rate = ODIR_RATE * logits["val"].shape[1]  # fit_vector_scaling's default penalties
     post_hoc["vector"].update(spread_penalty=rate, bias_penalty=rate)
+    state = load_checkpoint(path)
     evaluation: dict[str, Any] = {
         "version": 1,
         "run": str(Path(run_dir).resolve()),
@@ -220,7 +222,9 @@ def evaluate(
         "model": config.model,
         "loss": config.loss,
         "checkpoint": checkpoint,
-        "epoch": int(load_checkpoint(path)["epoch"]),
+        "epoch": int(state["epoch"]),
+        "trained_on": list(state.get("machines", [])),  # empty in older checkpoints
+        "evaluated_on": describe_machine(device),
         "objective": objective,
         "temperature": temperature,
         "val_samples": len(labels["val"]),

@@ -5,7 +5,9 @@ A run directory holds ``config.toml``, ``log.jsonl`` (one JSON record per epoch)
 ``checkpoints/last.pt`` (every epoch), ``checkpoints/best.pt`` (best validation accuracy) and,
 once finished, ``result.json``. Each checkpoint carries the model, the optimiser, the schedule,
 the RNG state and the log so far, so ``resume=True`` continues a killed run from its last
-epoch and ends with the same weights as an uninterrupted run (on deterministic CPU kernels).
+epoch and ends with the same weights as an uninterrupted run (on deterministic CPU kernels, on
+the same machine). Checkpoints and ``result.json`` name the machines a run trained on
+(:func:`focalcal._machine.describe_machine`): another CPU or thread count gives other weights.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from focalcal._io import atomic_write_text
+from focalcal._machine import describe_machine
 from focalcal.data import BatchLoader, Dataset, load_dataset
 from focalcal.engine.checkpoint import load_checkpoint, save_checkpoint
 from focalcal.engine.config import TrainConfig
@@ -253,6 +256,7 @@ def train(
     schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, config.milestones, config.lr_decay)
     history: list[dict[str, Any]] = []
     best_accuracy = -1.0
+    machines: list[str] = []
     if state is not None:
         _load_weights(model, state["model"], last)
         optimizer.load_state_dict(state["optimizer"])
@@ -261,6 +265,7 @@ def train(
         if cuda and "cuda_rng" in state:  # dropout on the GPU draws from the CUDA generators
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         history, best_accuracy = state["history"], state["best_accuracy"]
+        machines = list(state.get("machines", []))
         criterion.load_state_dict(state.get("criterion", {}))  # AdaFocal's γ per bin
 
     # Each process takes batch_size / world of every global batch (the loader splits by rank),
@@ -285,6 +290,7 @@ def train(
     bf16 = config.precision == "bf16" or (config.precision == "auto" and cuda)
     autocast = torch.autocast(device.type, torch.bfloat16) if bf16 else contextlib.nullcontext()
 
+    here = describe_machine(device) + (f", {world} processes" if world > 1 else "")
     board = _tensorboard(run_dir) if config.tensorboard and writer else None
     # The loss's hook (γ schedules, AdaFocal) sees the validation logits of the model so far.
     val_logits = (
@@ -292,6 +298,8 @@ def train(
     )
     for epoch in range(len(history), config.epochs):
         start = time.perf_counter()
+        if here not in machines:  # a resumed run may have moved to another machine
+            machines.append(here)
         start_epoch(criterion, EpochStart(epoch, config.epochs, val_logits, validation.labels))
         batches.set_epoch(epoch)
         steps = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
@@ -332,7 +340,7 @@ def train(
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "schedule": schedule.state_dict(), "rng": torch.get_rng_state(),
             "config": config.to_dict(), "history": history, "best_accuracy": best_accuracy,
-            "epoch": epoch + 1, "criterion": criterion.state_dict(),
+            "epoch": epoch + 1, "criterion": criterion.state_dict(), "machines": machines,
         }  # fmt: skip
         if cuda:
             checkpoint["cuda_rng"] = torch.cuda.get_rng_state_all()
@@ -352,6 +360,7 @@ def train(
         "epochs": config.epochs, "best_epoch": best_epoch, "best_val_accuracy": best_accuracy,
         "final_val_accuracy": history[-1]["val_accuracy"],
         "seconds": sum(r["seconds"] for r in history), "device": str(device),
+        "machines": machines,
     }  # fmt: skip
     if writer:
         atomic_write_text(run_dir / "result.json", json.dumps(result, indent=2))

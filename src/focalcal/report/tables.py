@@ -141,6 +141,7 @@ def result_row(
         spec: {score: value for score, value in entry.items() if isinstance(value, Mapping)}
         for spec, entry in evaluation.get("ood", {}).items()
     }
+    row["trained_on"] = list(evaluation.get("trained_on", []))
     if seed is not None:
         row["seed"] = seed
     return row
@@ -253,7 +254,8 @@ def markdown_tables(rows: Sequence[Row]) -> str:
     Markdown page."""
     body = "\n".join(table_markdown(table) for table in build_tables(rows))
     text = (
-        f"# Results\n\n{len(rows)} runs; test-split values × 100 (percentages).\n\n{body}\n"
+        f"# Results\n\n{len(rows)} runs; test-split values × 100 (percentages).\n\n"
+        f"{machines_note(rows)}\n\n{body}\n"
         f"## Losses compared\n\n{comparison_markdown(rows)}"
     )
     if any("ece_vector" in row for row in rows):
@@ -263,6 +265,24 @@ def markdown_tables(rows: Sequence[Row]) -> str:
             + comparison_markdown(rows, POST_HOC_COLUMNS)
         )
     return text
+
+
+def machines_note(rows: Sequence[Row]) -> str:
+    """Where the runs trained, and what that means for repeating them.
+
+    Example:
+        >>> note = machines_note([{"trained_on": ["AMD EPYC (x86_64, 2 threads)"]}])
+        >>> note.startswith("Trained on AMD EPYC (x86_64, 2 threads). The same command repeats")
+        True
+    """
+    machines = _unique(machine for row in rows for machine in row.get("trained_on", []))
+    where = "; ".join(machines) if machines else "a machine these runs did not record"
+    return (
+        f"Trained on {where}. The same command repeats these numbers exactly on the same "
+        "machine and thread count; another CPU, kernel set or thread count rounds differently "
+        "in the last bits and training amplifies that, so compare losses across seeds "
+        "(`--seeds`), not across machines."
+    )
 
 
 def latex_tables(rows: Sequence[Row]) -> str:
@@ -302,6 +322,9 @@ def evaluation_markdown(evaluation: Mapping[str, Any]) -> str:
         f"T = {format_temperature(evaluation['temperature'])} fitted on "
         f"{evaluation.get('val_samples', '?')} validation samples by {evaluation['objective']}; "
         f"{before['num_samples']} test samples.",
+        "",
+        f"Trained on {'; '.join(evaluation.get('trained_on') or ['an unrecorded machine'])}; "
+        f"evaluated on {evaluation.get('evaluated_on', 'an unrecorded machine')}.",
         "",
         "| Metric | Before T | After T |",
         "|---|---:|---:|",
