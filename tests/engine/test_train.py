@@ -47,7 +47,7 @@ def test_the_logged_validation_accuracy_is_the_models(finished):
     run, _ = finished
     model, config = load_model(run, "last")
     validation = train_module.load_splits(config)["val"]
-    logits = predict(model, BatchLoader(validation, 1000))
+    logits = predict(model, BatchLoader(validation, config.eval_batch_size))
     accuracy = float((logits.argmax(1) == validation.labels).double().mean())
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert accuracy == pytest.approx(records[-1]["val_accuracy"], abs=1e-12)
@@ -160,7 +160,7 @@ def test_adafocal_adapts_through_the_epoch_hook_and_resumes_exactly(tmp_path, mo
     validation = train_module.load_splits(config)["val"]
     expected = AdaFocalLoss()
     expected.load_state_dict(after_two["criterion"])
-    logits = predict(model, BatchLoader(validation, 1000))
+    logits = predict(model, BatchLoader(validation, config.eval_batch_size))
     expected.start_epoch(EpochStart(2, 3, logits, validation.labels))
     torch.testing.assert_close(straight["criterion"]["gammas"], expected.gammas)
     assert not torch.equal(expected.gammas, after_two["criterion"]["gammas"])  # it moved

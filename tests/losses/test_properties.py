@@ -43,4 +43,9 @@ def test_focal_non_increasing_in_gamma(batch, gamma_a, gamma_b):
     logits, target = batch
     low, high = sorted((gamma_a, gamma_b))
     at_low = focal_loss(logits, target, low, reduction="none")
-    assert (focal_loss(logits, target, high, reduction="none") <= at_low).all()
+    # (1 - p)^γ and its product with -log p are each rounded (by ~2 ulps: γ = 3 is two
+    # multiplications, 3.0001 one pow): the exact loss does not increase, the rounded one may
+    # by a few ulps (float32 logits [5.3397, 3.2016, -1.7094, -3.5814], target 3: γ = 3
+    # gives 9.030195, γ = 3.0001 gives 9.030196 with torch's AVX2 kernels)
+    slack = 8 * torch.finfo(logits.dtype).eps
+    assert (focal_loss(logits, target, high, reduction="none") <= at_low * (1 + slack)).all()

@@ -116,8 +116,8 @@ def sample_nll(scores: Tensor, labels: Tensor, from_probs: bool) -> Tensor:
         nll = -scores.gather(1, labels.unsqueeze(1)).squeeze(1).double().log()
     else:
         nll = -torch.log_softmax(scores.double(), dim=1).gather(1, labels.unsqueeze(1)).squeeze(1)
-    # −log p >= 0 exactly, but the sign of the rounding of log p = 0 at the largest logit is
-    # the kernel's: a vectorised log-softmax may give +1 ulp (and −0.0 from a probability of 1)
+    # −log p >= 0 exactly; the clamp makes it hold whatever a kernel's rounding of log p near 0
+    # (none seen above 0 on the AVX2 and portable kernels), and turns −0.0 (p = 1) into 0
     return nll.clamp_(min=0.0)
 
 
