@@ -34,10 +34,12 @@ def describe_machine(device: torch.device | str = "cpu") -> str:
         True
     """
     device = torch.device(device)
-    capability = torch.backends.cpu.get_cpu_capability()
+    capability = torch.backends.cpu.get_cpu_capability()  # AVX2, AVX512, DEFAULT, ...
+    kernels = "portable kernels" if capability == "DEFAULT" else f"{capability} kernels"
+    threads = torch.get_num_threads()
     text = (
-        f"{processor_name()} ({platform.machine()}, {capability} kernels, "
-        f"{torch.get_num_threads()} threads), torch {torch.__version__}"
+        f"{processor_name()} ({platform.machine()}, {kernels}, {threads} "
+        f"thread{'' if threads == 1 else 's'}), torch {torch.__version__}"
     )
     if device.type == "cuda":
         text += f", {torch.cuda.get_device_name(device)}"
