@@ -291,6 +291,8 @@ def train(
     autocast = torch.autocast(device.type, torch.bfloat16) if bf16 else contextlib.nullcontext()
 
     here = describe_machine(device) + (f", {world} processes" if world > 1 else "")
+    if len(history) < config.epochs and here not in machines:  # a resumed run may have moved
+        machines.append(here)
     board = _tensorboard(run_dir) if config.tensorboard and writer else None
     # The loss's hook (γ schedules, AdaFocal) sees the validation logits of the model so far.
     val_logits = (
@@ -298,8 +300,6 @@ def train(
     )
     for epoch in range(len(history), config.epochs):
         start = time.perf_counter()
-        if here not in machines:  # a resumed run may have moved to another machine
-            machines.append(here)
         start_epoch(criterion, EpochStart(epoch, config.epochs, val_logits, validation.labels))
         batches.set_epoch(epoch)
         steps = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
