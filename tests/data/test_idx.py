@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from focalcal.data import idx
+from focalcal.data import download, idx
 from focalcal.data.dataset import Dataset
-from tests.data.fixtures import fashion_mnist_files, idx_bytes
+from tests.data.fixtures import fashion_mnist_files, idx_bytes, md5
 
 # --------------------------------------------------------------------------------------------
 # Fashion-MNIST (IDX)
@@ -102,3 +102,59 @@ def test_fashion_mnist_debian_files():
     std = np.sqrt((counts * (levels - mean) ** 2).sum() / counts.sum())
     assert mean == pytest.approx(idx.MEAN[0], abs=5e-4)
     assert std == pytest.approx(idx.STD[0], abs=5e-4)
+
+
+DEBIAN_TEST = [idx.DEBIAN_DIR / f.filename for f in idx.FILES["test"]]
+needs_debian = pytest.mark.skipif(
+    not all(path.exists() for path in DEBIAN_TEST),
+    reason="Debian's dataset-fashion-mnist is not installed",
+)
+
+
+def _copy_debian_test_files(folder: Path, decompress: bool = False) -> list[Path]:
+    """Debian's test files, unmodified, in ``folder`` (or their decompressed content under the
+    names without .gz)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    copies = []
+    for source in DEBIAN_TEST:
+        data = gzip.decompress(source.read_bytes()) if decompress else source.read_bytes()
+        copies.append(_write(folder / (source.stem if decompress else source.name), data))
+    return copies
+
+
+@needs_debian
+@pytest.mark.parametrize("layout", ["root/fashion-mnist", "root", "root, decompressed"])
+def test_fashion_mnist_root_takes_debians_files_as_they_are(tmp_path, monkeypatch, layout):
+    expected_images, expected_labels = idx.load_fashion_mnist(split="test")
+    monkeypatch.setattr(idx, "DEBIAN_DIR", tmp_path / "elsewhere")  # only root may serve them
+    monkeypatch.setattr(download, "_download", _no_download)
+    folder = tmp_path / "fashion-mnist" if layout == "root/fashion-mnist" else tmp_path
+    copies = _copy_debian_test_files(folder, decompress=layout.endswith("decompressed"))
+    assert md5(copies[0]) != idx.FILES["test"][0].md5  # not the published bytes
+
+    images, labels = idx.load_fashion_mnist(str(tmp_path), "test", download=True)
+
+    assert torch.equal(images, expected_images) and torch.equal(labels, expected_labels)
+    assert sorted(p.name for p in folder.iterdir() if p.is_file()) == [c.name for c in copies]
+
+
+def _no_download(remote, path):
+    raise AssertionError(f"downloaded {remote.url} although a copy was there")
+
+
+@needs_debian
+@pytest.mark.parametrize("decompress", [False, True], ids=["gzip", "decompressed"])
+def test_fashion_mnist_root_refuses_a_corrupted_copy(tmp_path, monkeypatch, decompress):
+    monkeypatch.setattr(download, "_download", _no_download)
+    images, labels = _copy_debian_test_files(tmp_path / "fashion-mnist", decompress)
+    content = bytearray(idx.read_idx(labels).numpy().tobytes())
+    content[-1] = (content[-1] + 1) % 10  # one label changed: a valid IDX file, other content
+    changed = idx_bytes(np.frombuffer(content, np.uint8))
+    labels.write_bytes(changed if decompress else gzip.compress(changed))
+    message = re.escape(f"{labels}: checksum") + ".* of its content does not match"
+    with pytest.raises(ValueError, match=message):
+        idx.load_fashion_mnist(tmp_path, "test", download=True)
+
+    images.write_bytes(images.read_bytes()[:-1000])  # truncated
+    with pytest.raises(ValueError, match=re.escape(str(images))):
+        idx.load_fashion_mnist(tmp_path, "test", download=True)

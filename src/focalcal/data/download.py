@@ -88,7 +88,7 @@ def fetch(
         if not download:
             raise FileNotFoundError(
                 f"{path} not found: download {remote.url} to that path, "
-                "or pass download=True (--download)"
+                "or pass download=True to load_dataset"
             )
         _download(remote, path)
     verify(remote, path)

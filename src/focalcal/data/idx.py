@@ -85,8 +85,14 @@ def read_idx(path: Path, md5: str | None = None) -> Tensor:
 
 
 def _locate(remote: RemoteFile, root: str | os.PathLike[str] | None, download: bool) -> Path:
-    if root is None and (DEBIAN_DIR / remote.filename).exists():
-        return DEBIAN_DIR / remote.filename  # Debian's package: verified by content in read_idx
+    # A copy found is verified by its content in read_idx, not by the published MD5 of the .gz
+    # (which Debian's recompressed files, and decompressed ones, do not match).
+    folders = [DEBIAN_DIR] if root is None else []
+    folders += [data_root(root) / "fashion-mnist", data_root(root)]
+    for folder in folders:
+        for name in (remote.filename, remote.filename.removesuffix(".gz")):
+            if (folder / name).is_file():
+                return folder / name
     return fetch(remote, data_root(root) / "fashion-mnist", download=download)
 
 
@@ -95,8 +101,12 @@ def load_fashion_mnist(
 ) -> tuple[Tensor, Tensor]:
     """Images ``(N, 1, 28, 28)`` uint8 and labels ``(N,)`` int64 of the official split.
 
-    Looks in /usr/share/datasets/fashion-mnist (Debian's ``dataset-fashion-mnist``) when no root
-    is given, else in ``root/fashion-mnist``.
+    Each file is the first copy found, gzip-compressed or not (``train-images-idx3-ubyte.gz``
+    or ``train-images-idx3-ubyte``), in /usr/share/datasets/fashion-mnist (Debian's
+    ``dataset-fashion-mnist``; only when no root is given), ``root/fashion-mnist`` or ``root``
+    (``root``: see :func:`~focalcal.data.download.data_root`), and is verified by the checksum
+    of its content. Only when there is none does ``download=True`` fetch it into
+    ``root/fashion-mnist``.
     """
     images_file, labels_file = FILES[split]
     images, labels = (

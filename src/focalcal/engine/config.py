@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,57 @@ from focalcal._io import atomic_write_text, tomllib
 OPTIMIZERS = ("sgd", "adam", "adagrad")
 REDUCTIONS = ("mean", "sum")
 PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def _integer(value: Any, low: float = -math.inf, high: float = math.inf) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value < high
+
+
+def _real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _options(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(key, str) for key in value)
+
+
+# Every field: a check of its value (type and range) and what it allows, for the message.
+_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "dataset": (lambda v: isinstance(v, str), "a dataset name (a string)"),
+    "root": (lambda v: v is None or isinstance(v, str), "a folder (a string) or None"),
+    "subset": (lambda v: v is None or _integer(v, 1), "an integer >= 1 or None"),
+    "val_subset": (lambda v: v is None or _integer(v, 1), "an integer >= 1 or None"),
+    "model": (lambda v: isinstance(v, str), "a model name (a string)"),
+    "model_options": (_options, "a table (dict) with string keys"),
+    "loss": (lambda v: isinstance(v, str), "a loss name (a string)"),
+    "loss_options": (_options, "a table (dict) with string keys"),
+    "reduction": (lambda v: v in REDUCTIONS, f"one of {REDUCTIONS}"),
+    "optimizer": (lambda v: v in OPTIMIZERS, f"one of {OPTIMIZERS}"),
+    "lr": (lambda v: _real(v) and v > 0, "positive (a finite number > 0)"),
+    "momentum": (lambda v: _real(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "weight_decay": (lambda v: _real(v) and v >= 0, "a finite number >= 0"),
+    "milestones": (
+        lambda v: isinstance(v, list) and all(_integer(m) for m in v),
+        "a list of integers (epochs)",
+    ),
+    "lr_decay": (lambda v: _real(v) and v > 0, "positive (a finite number > 0)"),
+    "grad_clip": (
+        lambda v: v is None or (_real(v) and v > 0),
+        "positive (a finite number > 0) or None",
+    ),
+    "epochs": (lambda v: _integer(v, 1), "a positive integer"),
+    "batch_size": (lambda v: _integer(v, 1), "a positive integer"),
+    "augment": (lambda v: isinstance(v, bool), "true or false"),
+    # The loader seeds each epoch with seed * 1_000_003 + epoch, which must stay below 2**64.
+    "seed": (lambda v: _integer(v, 0, 2**32), "an integer in [0, 2**32)"),
+    "device": (lambda v: isinstance(v, str), "a device name (a string)"),
+    "precision": (lambda v: v in PRECISIONS, f"one of {PRECISIONS}"),
+    "compile": (lambda v: isinstance(v, bool), "true or false"),
+    "tensorboard": (lambda v: isinstance(v, bool), "true or false"),
+    "skip_nonfinite": (lambda v: isinstance(v, bool), "true or false"),
+    "eval_batch_size": (lambda v: _integer(v, 1), "a positive integer"),
+    "analysis_samples": (lambda v: v is None or _integer(v, 0), "an integer >= 0 or None"),
+}
 
 
 @dataclass
@@ -38,7 +91,7 @@ class TrainConfig:
     - ``optimizer`` (``sgd``, ``adam``, ``adagrad``), ``lr``, ``momentum``, ``weight_decay``,
       ``milestones`` (epochs at which the lr is multiplied by ``lr_decay``), ``grad_clip``
       (max gradient norm, ``None`` for none), ``epochs``, ``batch_size``, ``augment`` (random
-      crop + flip), ``seed``.
+      crop + flip), ``seed`` (an integer in [0, 2**32)).
     - ``device`` (``"auto"``: CUDA if available, else CPU), ``precision`` (``"auto"``: bf16
       autocast on CUDA, fp32 elsewhere), ``compile`` (``torch.compile`` the model on CUDA).
     - ``skip_nonfinite``: skip (and count, as ``skipped_steps`` in the log) a step whose loss
@@ -78,25 +131,14 @@ class TrainConfig:
     analysis_samples: int | None = None
 
     def __post_init__(self) -> None:
-        self.milestones = list(self.milestones)  # a tuple from code equals the list from a file
-        choices = {"optimizer": OPTIMIZERS, "reduction": REDUCTIONS, "precision": PRECISIONS}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        for name in ("epochs", "batch_size", "eval_batch_size"):
+        if isinstance(self.milestones, (list, tuple)):  # a tuple from code equals a file's list
+            self.milestones = list(self.milestones)
+        for name, (valid, allowed) in _RULES.items():
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("subset", "val_subset", "analysis_samples"):
-            value = getattr(self, name)
-            low = 0 if name == "analysis_samples" else 1
-            if value is not None and (not isinstance(value, int) or value < low):
-                raise ValueError(f"{name} must be an integer >= {low} or None, got {value!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr!r}")
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip!r}")
-        if sorted(self.milestones) != list(self.milestones) or any(
+            if not valid(value):
+                raise ValueError(f"{name} must be {allowed}, got {value!r}")
+        # Strictly: MultiStepLR would apply a repeated milestone's decay twice.
+        if self.milestones != sorted(set(self.milestones)) or any(
             not 0 < m < self.epochs for m in self.milestones
         ):
             raise ValueError(
@@ -177,8 +219,9 @@ def _from_yaml(text: str) -> dict[str, Any]:
 
 
 def check_names(config: TrainConfig) -> None:
-    """``ValueError`` for an unknown dataset, model or loss, or a loss option the loss refuses
-    (γ < 0, say): the checks a run would otherwise fail on only after it started."""
+    """``ValueError`` for an unknown dataset, model or loss, a loss option the loss refuses
+    (γ < 0, say), or a device this machine or torch build cannot use: the checks a run would
+    otherwise fail on only after it started."""
     from focalcal.data import dataset_names
     from focalcal.losses import build_loss
     from focalcal.models import model_names
@@ -188,3 +231,32 @@ def check_names(config: TrainConfig) -> None:
     if config.model.strip().lower() not in model_names():  # as build_model reads it
         raise ValueError(f"unknown model {config.model!r}; known: {', '.join(model_names())}")
     build_loss(config.loss, **config.loss_options)
+    check_device(config.device)
+
+
+def check_device(name: str) -> None:
+    """``ValueError`` unless ``name`` is ``"auto"``, ``"cpu"`` or a device of a type and index
+    that this machine's torch can use (``"cuda"``, ``"cuda:1"``, ``"mps"`` …).
+
+    >>> check_device("cpu")
+    """
+    import torch
+
+    if name in ("auto", "cpu"):
+        return
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(
+            f"device must be 'auto', 'cpu' or a torch device such as 'cuda:0', got {name!r}"
+        ) from None
+    if device.type == "cpu":
+        return
+    backend: Any = getattr(torch, device.type, None)  # torch.cuda, torch.mps, torch.xpu …
+    usable = hasattr(backend, "is_available") and backend.is_available()
+    count = int(backend.device_count()) if usable else 0
+    if count == 0 or (device.index or 0) >= count:
+        raise ValueError(
+            f"device {name!r} is not available here: this torch has {count} {device.type} "
+            "device(s); use device=auto or device=cpu"
+        )
