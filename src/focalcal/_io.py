@@ -2,19 +2,38 @@
 
 from __future__ import annotations
 
+import io
 import os
+import re
 import secrets
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["atomic_write", "atomic_write_text", "tomllib"]
+__all__ = ["atomic_write", "atomic_write_text", "remove_temporaries", "tomllib"]
+
+# atomic_write's temporary beside NAME: ".NAME.<16 hex digits>.tmp"
+_TEMPORARY = re.compile(r"\..+\.[0-9a-f]{16}\.tmp")
+
+
+class _RememberingFile(io.FileIO):
+    """A file that remembers the first ``OSError`` of its writes: ``torch.save`` turns a full
+    disk into a ``RuntimeError`` ("unexpected pos …") that does not say why."""
+
+    error: OSError | None = None
+
+    def write(self, data: Any, /) -> int:
+        try:
+            return super().write(data)
+        except OSError as error:
+            self.error = self.error or error
+            raise
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], object]) -> Path:
@@ -22,7 +41,8 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], obje
 
     An interrupted run never leaves a partial file: readers see the old file or the new one.
     Missing parent directories are created. A failed write (a full disk, an unwritable
-    directory) raises ``OSError`` naming ``path`` and leaves any earlier file in place.
+    directory) raises ``OSError`` naming ``path`` and leaves any earlier file in place, also
+    where ``write`` reported the failed write as another exception or not at all.
 
     Example:
         >>> import tempfile
@@ -32,24 +52,32 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], obje
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # A fresh name in the same directory keeps the rename on one file system; os.open with
-    # 0o666 lets the umask decide the permissions as for any new file (mkstemp forces 0o600).
+    # A fresh name in the same directory keeps the rename on one file system; FileIO creates
+    # it with 0o666, so the umask decides the permissions as for any new file (mkstemp: 0o600).
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    raw: _RememberingFile | None = None
     try:
-        with os.fdopen(os.open(temporary, flags, 0o666), "wb") as file:
+        raw = _RememberingFile(temporary, "xb")
+        with io.BufferedWriter(raw) as file:
             write(file)
             file.flush()
+            if raw.error is not None:  # ``write`` caught it and went on: the file is partial
+                raise raw.error
             os.fsync(file.fileno())
         os.replace(temporary, path)
-    except OSError as error:  # a full disk, a read-only or unwritable directory, ...
-        temporary.unlink(missing_ok=True)
-        reason = error.strerror or str(error)
+    except Exception as error:  # a full disk, a read-only or unwritable directory, ...
+        if raw is not None:
+            temporary.unlink(missing_ok=True)
+        cause = error if isinstance(error, OSError) else raw.error if raw is not None else None
+        if cause is None:
+            raise
+        reason = cause.strerror or str(cause)
         raise OSError(
-            error.errno, f"cannot write {path}: {reason}; any earlier {path.name} is unchanged"
+            cause.errno, f"cannot write {path}: {reason}; any earlier {path.name} is unchanged"
         ) from error
     except BaseException:
-        temporary.unlink(missing_ok=True)
+        if raw is not None:
+            temporary.unlink(missing_ok=True)
         raise
     return path
 
@@ -65,3 +93,28 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     """
     data = text.encode()
     return atomic_write(path, lambda file: file.write(data))
+
+
+def remove_temporaries(directory: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporaries that killed :func:`atomic_write` calls left under ``directory``
+    (``.NAME.<16 hex digits>.tmp``, nothing else); returns the paths removed.
+
+    Call it only while no other process writes under ``directory`` (hold its lock): a live
+    writer's temporary looks the same.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     _ = (Path(tmp) / ".last.pt.0123456789abcdef.tmp").write_bytes(b"half")
+        ...     _ = (Path(tmp) / "notes.tmp").write_text("mine")
+        ...     [p.name for p in remove_temporaries(tmp)], sorted(os.listdir(tmp))
+        (['.last.pt.0123456789abcdef.tmp'], ['notes.tmp'])
+    """
+    removed = []
+    for root, _, names in os.walk(directory):
+        for name in names:
+            path = Path(root, name)
+            if _TEMPORARY.fullmatch(name) and path.is_file() and not path.is_symlink():
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return sorted(removed)

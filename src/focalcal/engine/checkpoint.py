@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -49,21 +51,25 @@ def digest(state: dict[str, Any]) -> str:
 
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path:
     """Write ``state`` (tensors, numbers, strings, lists, dicts) to ``path`` atomically, with
-    its SHA-256."""
+    its SHA-256. A full disk is an ``OSError`` (``ENOSPC``) naming ``path``, not torch's
+    ``RuntimeError``; any earlier file at ``path`` is left whole."""
     sealed = {**state, DIGEST: digest(state)}
     return atomic_write(path, lambda file: torch.save(sealed, file))
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint`. Pickled code, a damaged file, a
-    missing or wrong SHA-256 are a ``ValueError`` naming the file."""
+    missing or wrong SHA-256 are a one-line ``ValueError`` naming the file; a file that cannot
+    be opened (missing, a directory, unreadable) an ``OSError`` naming it."""
     path = Path(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as error:
-        raise ValueError(f"{path}: not a loadable checkpoint ({error})") from error
+        with warnings.catch_warnings():  # torch warns in several lines about odd pickles
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a damaged file fails in many ways: KeyError, EOFError, ...
+        if isinstance(error, MemoryError) or (isinstance(error, OSError) and error.filename):
+            raise  # no memory, or no file to read (missing, a directory): the error says so
+        raise ValueError(f"{path}: not a loadable checkpoint: {_reason(path, error)}") from error
     if not isinstance(state, dict):
         raise ValueError(f"{path}: a checkpoint must hold a dict, got {type(state).__name__}")
     if DIGEST not in state:
@@ -71,3 +77,18 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     if state[DIGEST] != digest(state):
         raise ValueError(f"{path}: its SHA-256 does not match its content (tampered or damaged)")
     return {k: v for k, v in state.items() if k != DIGEST}
+
+
+def _reason(path: Path, error: Exception) -> str:
+    """torch's error in one line, without its advice to load with ``weights_only=False``."""
+    text = str(error)
+    if isinstance(error, pickle.UnpicklingError) and "weights_only" in text:
+        found = re.search(r"GLOBAL \S+|operand \d+", text)
+        unsupported = f" (unsupported {found[0]})" if found else ""
+        what = "it holds objects other than tensors and plain containers, or is damaged"
+        return f"{what}; refused unrun{unsupported}"
+    if path.stat().st_size == 0:
+        return "the file is empty (0 bytes)"
+    first = text.strip().split("\n")[0].split(". ")[0]  # torch's advice follows
+    kind = type(error).__name__
+    return f"damaged or truncated ({kind}: {first})" if first else f"damaged or truncated ({kind})"
