@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -105,8 +107,13 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
+    from focalcal.engine.config import check_device
     from focalcal.engine.evaluate import evaluate
 
+    try:
+        check_device(args.device)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     evaluate(args.run_dir, checkpoint=args.checkpoint, objective=args.objective, ood=args.ood,
              bootstrap_samples=args.bootstrap, device=args.device)  # fmt: skip
     print((Path(args.run_dir) / "evaluation.md").read_text(), end="")
@@ -244,19 +251,35 @@ def parser() -> argparse.ArgumentParser:
     return main
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's preemption, ``kill``): stopped as cleanly as by Ctrl-C."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = parser().parse_args(argv)
+    main_thread = threading.current_thread() is threading.main_thread()  # where signals go
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
         args.handler(args)
     except UsageError as error:
         print(f"focalcal {args.command}: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"focalcal {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as stop:
+        how = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
+        again = {"train": "; the same command with --resume continues from the last checkpoint",
+                 "reproduce": "; the same command continues where it stopped"}  # fmt: skip
+        print(f"focalcal {args.command}: {how}{again.get(args.command, '')}", file=sys.stderr)
         return 1
     except Exception as error:  # a failed run: one clear line, not a traceback
         message = " ".join(str(error).split())  # e.g. load_state_dict's lines of missing keys
         print(f"focalcal {args.command}: error: {type(error).__name__}: {message}", file=sys.stderr)
         return 1
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return 0

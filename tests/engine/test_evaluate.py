@@ -15,6 +15,7 @@ from focalcal._machine import describe_machine
 from focalcal.data import BatchLoader, load_dataset
 from focalcal.engine.config import TrainConfig
 from focalcal.engine.evaluate import evaluate, is_evaluated, ood_dataset, parse_ood
+from focalcal.engine.lock import LOCK_FILE
 from focalcal.engine.train import load_model, load_splits, predict, train
 from focalcal.metrics import calibration_report, ood_auroc
 from focalcal.scaling import (
@@ -83,7 +84,7 @@ def test_writes_every_promised_file(run_dir):
     row = " | ".join(f"{100 * report['ece']:.2f}" for report in reports)
     assert f"| ECE (%) | {row} |" in markdown
     assert (run_dir / "reliability.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert not list(run_dir.glob("*.tmp")) and not list(run_dir.glob(".*"))
+    assert not list(run_dir.glob("*.tmp")) and [p.name for p in run_dir.glob(".*")] == [LOCK_FILE]
 
 
 @pytest.mark.parametrize("objective", ["ece", "nll"])

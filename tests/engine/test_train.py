@@ -1,16 +1,17 @@
 """The training loop: the files of a run, exact resumption, refusing to mix runs."""
 
 import json
+import math
 
 import pytest
 import torch
 
 from focalcal._machine import describe_machine
-from focalcal.data import BatchLoader
+from focalcal.data import BatchLoader, Dataset
 from focalcal.engine import train as train_module
 from focalcal.engine.checkpoint import load_checkpoint
 from focalcal.engine.config import TrainConfig
-from focalcal.engine.train import load_model, predict, train
+from focalcal.engine.train import NonFiniteLossError, load_model, predict, train
 from focalcal.losses import AdaFocalLoss, EpochStart
 
 TINY = TrainConfig(dataset="fashion-mnist", subset=256, val_subset=128, epochs=3, batch_size=64,
@@ -147,6 +148,44 @@ def test_skip_nonfinite_skips_and_counts_the_step(tmp_path, monkeypatch):
     assert [r["skipped_steps"] for r in records] == [0, 1]
     weights = load_checkpoint(tmp_path / "checkpoints" / "last.pt")["model"]
     assert all(bool(w.isfinite().all()) for w in weights.values())
+
+
+def poison_one_training_image(monkeypatch, index=100):
+    """Training images as floats (0-1, as the loader reads float inputs), one pixel NaN."""
+    real = train_module.load_splits
+
+    def load(config):
+        splits = real(config)
+        train = splits["train"]
+        images = train.inputs.float() / 255
+        images[index, 0, 14, 14] = float("nan")
+        splits["train"] = Dataset(images, train.labels, train.classes, train.mean, train.std)
+        return splits
+
+    monkeypatch.setattr(train_module, "load_splits", load)
+
+
+@pytest.mark.parametrize("model", ["small-cnn", "resnet8"])  # resnet8: BatchNorm's statistics
+def test_skip_nonfinite_skips_a_batch_holding_a_nan_pixel(tmp_path, monkeypatch, model):
+    poison_one_training_image(monkeypatch)
+    config = TINY.replace(model=model, loss="flsd-53", epochs=2, milestones=[],
+                          skip_nonfinite=True)  # fmt: skip
+    train(config, tmp_path, progress=False)
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["skipped_steps"] for r in records] == [1, 1]  # the one batch holding it, each epoch
+    assert all(math.isfinite(r["val_nll"]) and math.isfinite(r["train_loss"]) for r in records)
+    state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert all(bool(w.isfinite().all()) for w in state["model"].values() if w.is_floating_point())
+
+
+def test_a_nan_pixel_stops_the_run_naming_the_step_and_the_last_checkpoint(tmp_path, monkeypatch):
+    poison_one_training_image(monkeypatch)
+    config = TINY.replace(loss="flsd-53", epochs=2, milestones=[])
+    message = (r"epoch 1, step \d of the epoch: the logits hold NaN or infinite values; the batch: "
+               r"64 samples, .* all finite: False, .*; the last good checkpoint is none "
+               r"\(the first epoch\)")  # fmt: skip
+    with pytest.raises(NonFiniteLossError, match=message):
+        train(config, tmp_path, progress=False)
 
 
 def test_adafocal_adapts_through_the_epoch_hook_and_resumes_exactly(tmp_path, monkeypatch):

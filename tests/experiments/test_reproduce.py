@@ -144,9 +144,54 @@ def test_changed_config_of_a_finished_run_is_an_error(copy):
         reproduce(Grid(BASE.replace(lr=0.05), ["ce"]), copy, progress=False)
 
 
+@pytest.mark.parametrize("lost", ["reliability.png", "evaluation.md"])
+def test_a_run_missing_an_output_is_evaluated_again(copy, monkeypatch, capsys, lost):
+    (copy / "runs" / NAMES[0] / lost).unlink()  # as a kill between two outputs left it
+    forbid(monkeypatch, "train")
+    evaluated = spy(monkeypatch, "evaluate")
+    reproduce(Grid(BASE, ["ce", "flsd-53"]), copy, ood=[NOISE])
+    assert [args[0] for args, _ in evaluated] == [copy / "runs" / NAMES[0]]
+    assert f"{NAMES[0]}: evaluated in " in capsys.readouterr().out
+    assert (copy / "runs" / NAMES[0] / lost).is_file()
+    assert f"runs/{NAMES[0]}/reliability.png" in unquote((copy / "figures.md").read_text())
+
+
+def test_an_evaluation_interrupted_between_its_files_counts_as_not_done(copy, monkeypatch):
+    from focalcal.engine import evaluate as evaluate_module
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluate_module, "save_reliability_diagram", killed)
+    with pytest.raises(KeyboardInterrupt):
+        reproduce(Grid(BASE, ["ce", "flsd-53"]), copy, objective="nll", progress=False)
+    run = copy / "runs" / NAMES[0]
+    assert not (run / "evaluation.json").exists()  # written last: absent, so not evaluated
+    assert not evaluate_module.is_evaluated(run, ood=[NOISE])
+
+
+def test_checkpoints_swapped_between_runs_are_noticed(copy):
+    first, second = (copy / "runs" / name / "checkpoints" / "last.pt" for name in NAMES)
+    first_bytes = first.read_bytes()
+    first.write_bytes(second.read_bytes())
+    second.write_bytes(first_bytes)
+    with pytest.raises(ValueError, match=rf"{first} was trained with another config "
+                       r"\(differs in \['loss'\]\)"):  # fmt: skip
+        reproduce(Grid(BASE, ["ce", "flsd-53"]), copy, ood=[NOISE], progress=False)
+
+
+def test_a_damaged_log_is_rebuilt_from_the_checkpoint(copy, done):
+    log = copy / "runs" / NAMES[0] / "log.jsonl"
+    text = log.read_text()
+    log.write_text(text[: len(text) // 2])
+    assert reproduce(Grid(BASE, ["ce", "flsd-53"]), copy, ood=[NOISE], progress=False) == done[1]
+    assert log.read_text() == text
+
+
 @pytest.mark.parametrize(
     ("configs", "message"),
     [
+        ({"a": BASE, "a/b": BASE.replace(loss="fl-3")}, "run 'a/b' would lie inside run 'a'"),
         ({"x": BASE.replace(loss="nope")}, "run 'x': unknown loss 'nope'"),
         ({"x": BASE.replace(model="nope")}, "run 'x': unknown model 'nope'"),
         ({"x": BASE.replace(dataset="nope")}, "run 'x': unknown dataset 'nope'"),

@@ -43,6 +43,7 @@ normalised that way, and the paper feeds SVHN to CIFAR models exactly so.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import json
@@ -59,6 +60,7 @@ from focalcal._machine import describe_machine
 from focalcal.data import CORRUPTIONS, BatchLoader, Dataset, dataset_names, load_dataset
 from focalcal.engine.checkpoint import load_checkpoint
 from focalcal.engine.config import TrainConfig
+from focalcal.engine.lock import hold
 from focalcal.engine.train import load_model, load_splits, predict, resolve_device
 from focalcal.metrics import calibration_report, ood_auroc, reliability_bins
 from focalcal.metrics.ood import OODScore
@@ -188,6 +190,23 @@ def evaluate(
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
     for spec in ood:
         parse_ood(spec)  # fail before the (slow) predictions
+    # A writer holds the run's lock throughout (it fails at once while the run trains).
+    with hold(run_dir) if write else contextlib.nullcontext():
+        return _evaluate(
+            run_dir, path, checkpoint, objective, ood, bootstrap_samples, device, write
+        )
+
+
+def _evaluate(
+    run_dir: str | os.PathLike[str],
+    path: Path,
+    checkpoint: str,
+    objective: Objective,
+    ood: Sequence[str],
+    bootstrap_samples: int,
+    device: str | torch.device,
+    write: bool,
+) -> dict[str, Any]:
     device = resolve_device(str(device))
     model, config = load_model(run_dir, checkpoint, device)
     splits = load_splits(config)
@@ -247,21 +266,33 @@ def write_evaluation(
 ) -> list[Path]:
     """Write ``evaluation.json``, ``evaluation.md`` and, when matplotlib is installed,
     ``reliability.png`` (test ``logits`` before | after the evaluation's T) into ``run_dir``,
-    each atomically; returns the paths written."""
+    each atomically; returns the paths written.
+
+    ``evaluation.json`` goes last, its old copy removed first: a run interrupted in between has
+    none, so it counts as not evaluated (:func:`is_evaluated`) and is evaluated again."""
     run_dir = Path(run_dir)
-    written = [
-        atomic_write_text(run_dir / "evaluation.json", json.dumps(evaluation, indent=2) + "\n"),
-        atomic_write_text(run_dir / "evaluation.md", evaluation_markdown(evaluation)),
-    ]
+    (run_dir / "evaluation.json").unlink(missing_ok=True)
+    written = [atomic_write_text(run_dir / "evaluation.md", evaluation_markdown(evaluation))]
     # The numbers matter more than the picture: without the optional matplotlib, skip it.
-    if importlib.util.find_spec("matplotlib") is not None:
+    if _plots():
         temperature = evaluation["temperature"]
         panels = {
             "before T": reliability_bins(logits, labels),
             f"after T = {temperature:g}": reliability_bins(logits / temperature, labels),
         }
         written.append(save_reliability_diagram(panels, run_dir / "reliability.png"))
-    return written
+    text = json.dumps(evaluation, indent=2) + "\n"
+    return [*written, atomic_write_text(run_dir / "evaluation.json", text)]
+
+
+def _plots() -> bool:
+    return importlib.util.find_spec("matplotlib") is not None
+
+
+def evaluation_files() -> tuple[str, ...]:
+    """The files an evaluation writes into its run directory (``reliability.png`` only with
+    matplotlib installed)."""
+    return EVALUATION_FILES if _plots() else EVALUATION_FILES[:2]
 
 
 def is_evaluated(
@@ -271,9 +302,12 @@ def is_evaluated(
     objective: str = "ece",
     ood: Sequence[str] = (),
 ) -> bool:
-    """Whether ``run_dir`` holds an ``evaluation.json`` made with these settings, and from the
-    checkpoint's current epoch (a run trained further since needs evaluating again)."""
+    """Whether ``run_dir`` holds every file of an evaluation (:func:`evaluation_files`), its
+    ``evaluation.json`` made with these settings and from the checkpoint's current epoch (a run
+    trained further since needs evaluating again)."""
     run_dir = Path(run_dir)
+    if not all((run_dir / name).is_file() for name in evaluation_files()):
+        return False
     try:
         evaluation = json.loads((run_dir / "evaluation.json").read_text())
         epoch = load_checkpoint(run_dir / "checkpoints" / f"{checkpoint}.pt")["epoch"]

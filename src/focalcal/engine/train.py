@@ -32,9 +32,13 @@ from focalcal._machine import describe_machine
 from focalcal.data import BatchLoader, Dataset, load_dataset
 from focalcal.engine.checkpoint import load_checkpoint, save_checkpoint
 from focalcal.engine.config import TrainConfig
+from focalcal.engine.lock import hold
 from focalcal.losses import build_loss
 from focalcal.losses.hooks import EpochAware, EpochStart, start_epoch
 from focalcal.models import build_model
+
+# What a run leaves besides its config and last checkpoint: a new run must not overwrite them.
+KEPT = ("log.jsonl", "result.json", "checkpoints/best.pt")
 
 
 def distributed() -> tuple[int, int]:
@@ -176,29 +180,44 @@ def train_epoch(
     """One pass over ``batches``: forward, loss, backward, clipping, step. Returns the summed
     loss over the samples as a 0-d tensor on the device, and the number of skipped steps.
 
-    A NaN or infinite loss raises :class:`NonFiniteLossError` naming the step and the batch's
-    statistics, before the step can spoil the weights; with ``config.skip_nonfinite`` the step
-    is skipped and counted instead. (Checking costs one host sync per step: on a GPU, a few
-    microseconds against a step of milliseconds.) Under DistributedDataParallel the gradients
-    are averaged over the processes: a summed loss is scaled by their number so that the step
-    is the one of the whole (global) batch, and the processes agree on skipping."""
+    A NaN or infinite loss, or NaN or infinite logits (a NaN pixel, weights gone bad), raise
+    :class:`NonFiniteLossError` naming the step and the batch's statistics, before the step can
+    spoil the weights; with ``config.skip_nonfinite`` the step is skipped (the model's buffers,
+    BatchNorm's statistics, restored) and counted instead.
+    The loss sees the logits with non-finite values zeroed, so that its own input check (a
+    ``ValueError``, on CUDA a device assertion) never pre-empts this one. (Checking costs one
+    host sync per step: on a GPU, a few microseconds against a step of milliseconds.) Under
+    DistributedDataParallel the gradients are averaged over the processes: a summed loss is
+    scaled by their number so that the step is the one of the whole (global) batch, and the
+    processes agree on skipping."""
     world = distributed()[1]
     scale = world if config.reduction == "sum" else 1
     model.train()
     total = torch.zeros((), device=next(model.parameters()).device)
     skipped = 0
+    # A skipped step must leave no trace: the forward pass has already moved BatchNorm's
+    # running statistics (to NaN, for a NaN input), so they are put back as they were.
+    buffers = list(model.buffers()) if config.skip_nonfinite else []
     for step, (x, y) in enumerate(batches, 1):
+        kept = [buffer.clone() for buffer in buffers]
         with autocast or contextlib.nullcontext():
-            loss = criterion(model(x), y)
-        bad = (~loss.detach().isfinite()).int()
+            logits = model(x)
+            finite = logits.detach().isfinite().all()
+            loss = criterion(logits.nan_to_num(0.0, 0.0, 0.0), y)
+        bad = (~(finite & loss.detach().isfinite())).int()
         if world > 1:
             dist.all_reduce(bad, dist.ReduceOp.MAX)
         if bad.item():
             if not config.skip_nonfinite:
+                what = f"the loss is {float(loss.detach())}"
+                if not finite:
+                    what = "the logits hold NaN or infinite values"
                 raise NonFiniteLossError(
-                    f"step {step} of the epoch: the loss is {float(loss.detach())}; the batch: "
-                    f"{_describe(x, y)}"
+                    f"step {step} of the epoch: {what}; the batch: {_describe(x, y)}"
                 )
+            with torch.no_grad():
+                for buffer, value in zip(buffers, kept, strict=True):
+                    buffer.copy_(value)
             skipped += 1
             continue
         optimizer.zero_grad(set_to_none=True)
@@ -225,23 +244,93 @@ def train(
     """Train ``config`` into ``run_dir``; returns (and writes to ``result.json``) a summary.
 
     ``resume``: continue from ``checkpoints/last.pt`` if there is one (the config must be
-    the same). Without it, a directory that already holds a checkpoint is an error.
+    the same). Without it, a directory that already holds a checkpoint is an error, and so is
+    one holding another run's files: nothing a run directory keeps is overwritten silently.
+    The writing process holds the directory's lock (:mod:`focalcal.engine.lock`) throughout:
+    a second writer fails at once with :class:`~focalcal.engine.lock.RunLockedError`.
     """
     run_dir = Path(run_dir)
     rank, world = distributed()
-    writer = rank == 0  # under torch.distributed only rank 0 writes files
     if config.batch_size % world:
         raise ValueError(f"batch_size {config.batch_size} must divide among {world} processes")
-    last, best = run_dir / "checkpoints" / "last.pt", run_dir / "checkpoints" / "best.pt"
-    state = None
+    if rank != 0:  # under torch.distributed only rank 0 writes files
+        return _train(config, run_dir, resume, progress, writer=False)
+    with hold(run_dir):
+        return _train(config, run_dir, resume, progress, writer=True)
+
+
+def _resume_state(config: TrainConfig, run_dir: Path, resume: bool) -> dict[str, Any] | None:
+    """The checkpoint to continue from (``None``: start afresh), after refusing a directory
+    whose files belong to another run or would be overwritten."""
+    last = run_dir / "checkpoints" / "last.pt"
     if last.exists():
         if not resume:
-            raise ValueError(f"{run_dir} already holds a run: pass resume=True or another dir")
+            raise ValueError(
+                f"{run_dir} already holds a run: continue it with --resume (resume=True), or "
+                "train into another directory"
+            )
         state = load_checkpoint(last)
         _check_same_run(config, state["config"], last)
+        return state
+    stored = run_dir / "config.toml"
+    if stored.exists():  # a run killed in its first epoch restarts; another run's is refused
+        _check_same_run(config, TrainConfig.load(stored).to_dict(), stored)
+    kept = [name for name in KEPT if (run_dir / name).exists()]
+    if kept:
+        raise ValueError(
+            f"{run_dir} holds {', '.join(kept)} but no checkpoints/last.pt: nothing to resume, "
+            "and a new run would overwrite them; train into another directory or remove them"
+        )
+    return None
+
+
+def write_log(run_dir: str | os.PathLike[str], history: list[dict[str, Any]]) -> Path:
+    """Write ``history`` (one record per epoch) to ``run_dir/log.jsonl``, atomically."""
+    text = "".join(json.dumps(record) + "\n" for record in history)
+    return atomic_write_text(Path(run_dir) / "log.jsonl", text)
+
+
+def read_history(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The per-epoch records of ``run_dir/log.jsonl``. A missing or damaged log is rebuilt
+    from ``checkpoints/last.pt``, which carries the history (call it holding the run's lock);
+    without that checkpoint, a ``ValueError`` names the file."""
+    path = Path(run_dir) / "log.jsonl"
+    try:
+        lines = path.read_text().splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+    except (OSError, ValueError) as error:  # JSONDecodeError and UnicodeDecodeError included
+        last = Path(run_dir) / "checkpoints" / "last.pt"
+        if not last.exists():
+            message = f"{path}: unreadable ({error}) and no {last} to rebuild it from"
+            raise ValueError(message) from error
+        history: list[dict[str, Any]] = load_checkpoint(last)["history"]
+        write_log(run_dir, history)
+        return history
+
+
+def check_run(config: TrainConfig, run_dir: str | os.PathLike[str]) -> None:
+    """``ValueError`` unless ``run_dir``'s ``config.toml`` and checkpoints are ``config``'s
+    (a run trained with another config, or checkpoints swapped between runs)."""
+    run_dir = Path(run_dir)
+    if (run_dir / "config.toml").exists():
+        stored = TrainConfig.load(run_dir / "config.toml")
+        _check_same_run(config, stored.to_dict(), run_dir / "config.toml")
+    for which in ("last", "best"):
+        path = run_dir / "checkpoints" / f"{which}.pt"
+        if path.exists():
+            _check_same_run(config, load_checkpoint(path)["config"], path)
+
+
+def _train(
+    config: TrainConfig, run_dir: Path, resume: bool, progress: bool, writer: bool
+) -> dict[str, Any]:
+    world = distributed()[1]
+    last, best = run_dir / "checkpoints" / "last.pt", run_dir / "checkpoints" / "best.pt"
+    state = _resume_state(config, run_dir, resume)
     if writer:
-        run_dir.mkdir(parents=True, exist_ok=True)
         config.save(run_dir / "config.toml")
+        if state is not None:  # the checkpoint's history rebuilds a deleted or damaged log
+            write_log(run_dir, state["history"])
 
     device = resolve_device(config.device)
     data = load_splits(config)
@@ -348,7 +437,7 @@ def train(
             save_checkpoint(last, checkpoint)
             if improved:
                 save_checkpoint(best, checkpoint)
-            atomic_write_text(run_dir / "log.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+            write_log(run_dir, history)
         if progress and writer:
             print(f"epoch {epoch + 1}/{config.epochs}: loss {record['train_loss']:.4f}, "
                   f"val acc {val['accuracy']:.4f}, {record['seconds']:.1f} s")  # fmt: skip

@@ -6,13 +6,7 @@
 6
 """
 
-from focalcal.experiments.reproduce import (
-    DEFAULT_LOSSES,
-    Grid,
-    figures_page,
-    grid,
-    read_history,
-    reproduce,
-)
+from focalcal.engine.train import read_history
+from focalcal.experiments.reproduce import DEFAULT_LOSSES, Grid, figures_page, grid, reproduce
 
 __all__ = ["DEFAULT_LOSSES", "Grid", "figures_page", "grid", "read_history", "reproduce"]

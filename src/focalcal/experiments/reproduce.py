@@ -33,7 +33,8 @@ from focalcal._io import atomic_write_text
 from focalcal.data import load_dataset
 from focalcal.engine.config import TrainConfig, check_names
 from focalcal.engine.evaluate import OBJECTIVES, evaluate, is_evaluated, parse_ood
-from focalcal.engine.train import train
+from focalcal.engine.lock import RunLockedError, hold
+from focalcal.engine.train import check_run, read_history, train
 from focalcal.report.cells import format_percent, format_temperature
 from focalcal.report.plots import plot_nll_curves
 from focalcal.report.tables import result_row, write_tables
@@ -41,6 +42,7 @@ from focalcal.scaling import Objective
 
 # The paper's Table 1 columns: cross-entropy, its three calibration baselines, FL-3, FLSD-53.
 DEFAULT_LOSSES = ("ce", "brier", "mmce", "ls-0.05", "fl-3", "flsd-53")
+WAIT = 2.0  # seconds between looks at the runs another process holds
 
 
 def grid(
@@ -126,7 +128,10 @@ def reproduce(
     Runs go in order; each is skipped when finished and evaluated with these settings,
     resumed when unfinished, then evaluated (``checkpoint``, T fitted by ``objective``, AUROC
     against each ``ood`` set, ``bootstrap_samples`` resamples for intervals). With
-    ``progress``, prints one line per run. Returns the table rows
+    ``progress``, prints one line per run. Each run is trained and evaluated holding its
+    directory's lock (:mod:`focalcal.engine.lock`): a run another process holds is left to it
+    and this call takes the next, then waits for the held ones to finish, so N processes on one
+    grid (a job array without ``shard``) share its runs and never repeat one. Returns the table rows
     (:func:`focalcal.report.tables.result_row`), one per run, in order. Runs of one (dataset,
     model, loss) with different seeds are averaged in the tables (mean ± standard deviation).
 
@@ -155,23 +160,40 @@ def reproduce(
     index, count = shard
     if not 0 <= index < count:
         raise ValueError(f"shard must be (k, n) with 0 <= k < n, got {shard}")
-    selected = dict(list(runs.items())[index::count])
+    selected = list(runs.items())[index::count]
     where = f" of shard {index}/{count}" if count > 1 else ""
     out = Path(out_dir)
-    rows, histories = [], {}
-    for position, (name, config) in enumerate(selected.items(), 1):
-        start = time.perf_counter()
-        run_dir = out / "runs" / name
-        status, evaluation = _run(config, run_dir, ood, objective, checkpoint, bootstrap_samples)
-        rows.append(result_row(evaluation, run=name, seed=config.seed))
-        histories[name] = read_history(run_dir)
-        if progress:
-            seconds = time.perf_counter() - start
-            print(
-                f"[{position}/{len(selected)}{where}] {name}: {status} in {seconds:.1f} s; "
-                f"{_summary(rows[-1])}",
-                flush=True,
-            )
+    done: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+    held: dict[str, str] = {}  # runs another process holds: name -> its PID
+    while len(done) < len(selected):
+        for name, config in selected:
+            if name in done:
+                continue
+            start = time.perf_counter()
+            run_dir = out / "runs" / name
+            try:
+                with hold(run_dir):
+                    status, evaluation = _run(
+                        config, run_dir, ood, objective, checkpoint, bootstrap_samples
+                    )
+                    history = read_history(run_dir)  # rebuilt from the checkpoint if damaged
+            except RunLockedError as error:
+                if progress and held.get(name) != error.pid:
+                    print(f"[{name}] held by process {error.pid or '?'}: taking the next run")
+                held[name] = error.pid
+                continue
+            done[name] = result_row(evaluation, run=name, seed=config.seed), history
+            if progress:
+                seconds = time.perf_counter() - start
+                print(
+                    f"[{len(done)}/{len(selected)}{where}] {name}: {status} in {seconds:.1f} s; "
+                    f"{_summary(done[name][0])}",
+                    flush=True,
+                )
+        if len(done) < len(selected):  # the rest are another process's: wait for them
+            time.sleep(WAIT)
+    rows = [done[name][0] for name, _ in selected]
+    histories = {name: done[name][1] for name, _ in selected}
     if count > 1:
         return rows  # a shard: a last call without one writes the tables
     write_tables(rows, out)
@@ -185,12 +207,6 @@ def reproduce(
     }
     atomic_write_text(out / "figures.md", figures_page(rows, images, curves))
     return rows
-
-
-def read_history(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """The per-epoch records of a run's ``log.jsonl``."""
-    lines = (Path(run_dir) / "log.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
 
 
 def figures_page(
@@ -251,6 +267,9 @@ def _check_runs(runs: Mapping[str, TrainConfig], ood: Sequence[str], objective: 
             except (OSError, ValueError) as error:
                 raise ValueError(f"run {name!r}: dataset {config.dataset!r}: {error}") from error
             found.add((config.dataset, config.root))
+        inside = next((other for other in runs if other.startswith(name + "/")), None)
+        if inside is not None:  # a run's directory holds its lock and files, not other runs
+            raise ValueError(f"run {inside!r} would lie inside run {name!r}'s directory")
         cell = (config.dataset, config.model, config.loss, config.seed)
         if cell in cells:
             raise ValueError(
@@ -270,11 +289,8 @@ def _run(
 ) -> tuple[str, dict[str, Any]]:
     """Skip, train, resume or evaluate one run; returns what was done and its evaluation."""
     finished = (run_dir / "result.json").exists()
-    if finished:  # train() checks the config of a run it resumes; a skipped run needs it here
-        stored = TrainConfig.load(run_dir / "config.toml").to_dict()
-        differ = sorted(k for k, v in config.to_dict().items() if stored[k] != v)
-        if differ:
-            raise ValueError(f"{run_dir} was trained with another config (differs in {differ})")
+    if finished:  # train() checks the run it resumes; a run skipped or evaluated, here
+        check_run(config, run_dir)
         if is_evaluated(run_dir, checkpoint=checkpoint, objective=objective, ood=ood):
             evaluation = json.loads((run_dir / "evaluation.json").read_text())
             if bool(evaluation["test"]["before"].get("intervals")) == bool(bootstrap_samples):
