@@ -4,7 +4,8 @@ and against torchmetrics' ECE, side by side in one process.
     python benchmarks/bench_metrics.py
 
 At 10 000 logits x 100 classes: ECE, AdaECE, Classwise-ECE and the whole calibration_report,
-plus a paper-style Classwise-ECE (a loop over classes and bins with a host sync per bin);
+the last two also in one chunk (the cost of bounding their memory: see bench_memory.py), plus
+a paper-style Classwise-ECE (a loop over classes and bins with a host sync per bin);
 fit_temperature at 5 000 x 100. Ratios are medians over rounds of paired times (see
 _timing.py). The goals of issue 3 are checked at the end; the exit status is 1 if one is missed.
 """
@@ -15,11 +16,14 @@ import argparse
 import functools
 import statistics
 import sys
+from collections.abc import Callable
 
 import torch
 import torchmetrics.functional.classification as tmf
 from _timing import Goals, machine, paired_times, ratio
+from torch import Tensor
 
+import focalcal.metrics._inputs as inputs
 from focalcal.metrics import (
     adaptive_calibration_error,
     calibration_report,
@@ -47,6 +51,21 @@ def paper_style_classwise_ece(logits: torch.Tensor, labels: torch.Tensor, num_bi
     return total / probs.shape[1]
 
 
+def one_chunk(
+    metric: Callable[..., object], logits: Tensor, labels: Tensor
+) -> Callable[[], object]:
+    """``metric`` reading the logits in one chunk, as before issue 13 bounded its memory."""
+
+    def call() -> object:
+        chunk, inputs.CHUNK_ELEMENTS = inputs.CHUNK_ELEMENTS, logits.numel()
+        try:
+            return metric(logits, labels)
+        finally:
+            inputs.CHUNK_ELEMENTS = chunk
+
+    return call
+
+
 def candidates(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, object]:
     c = logits.shape[1]
     return {
@@ -56,6 +75,8 @@ def candidates(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, object]:
         "focalcal AdaECE": lambda: adaptive_calibration_error(logits, labels),
         "focalcal Classwise-ECE": lambda: classwise_calibration_error(logits, labels),
         "focalcal calibration_report": lambda: calibration_report(logits, labels),
+        "focalcal Classwise-ECE, one chunk": one_chunk(classwise_calibration_error, logits, labels),
+        "focalcal calibration_report, one chunk": one_chunk(calibration_report, logits, labels),
         "paper-style Classwise-ECE loop": lambda: paper_style_classwise_ece(logits, labels),
     }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor
@@ -16,6 +17,36 @@ from focalcal._checks import (
     probability_tolerance,
 )
 
+CHUNK_ELEMENTS = 2**18
+"""The metrics read the scores in chunks of rows holding about this many values (1 MiB of
+float32), so their temporaries (probabilities, bin indices, float64 sums) stay a fixed size
+whatever the input's. Every per-bin sum is exact and every per-sample value depends on its row
+alone, so the results do not depend on it (tested down to chunks of two rows)."""
+
+
+def row_chunks(scores: Tensor, labels: Tensor) -> Iterator[tuple[Tensor, Tensor]]:
+    """Checked ``(M, C)`` scores and ``(M,)`` labels, about :data:`CHUNK_ELEMENTS` values at a
+    time, and never one row alone out of several: torch sums the C values of a lone row on all
+    its threads (for C >= 2^15), which rounds its Brier score otherwise than within a batch."""
+    total, rows = len(labels), max(2, CHUNK_ELEMENTS // scores.shape[1])
+    sizes = [rows] * (total // rows) + ([total % rows] if total % rows else [])
+    if len(sizes) > 1 and sizes[-1] == 1:
+        sizes[-2:] = [rows + 1]
+    return zip(torch.split(scores, sizes), torch.split(labels, sizes), strict=True)
+
+
+def per_row(fn: Callable[[Tensor, Tensor], Tensor], scores: Tensor, labels: Tensor) -> Tensor:
+    """``fn(scores, labels)``, one float64 value per row of checked ``(M, C)`` scores, computed
+    chunk by chunk into one ``(M,)`` tensor made first: results made chunk by chunk would lie
+    in the heap between the chunks' temporaries and keep their memory from being reused."""
+    out = torch.empty(len(labels), dtype=torch.float64, device=scores.device)
+    start = 0
+    for chunk, chunk_labels in row_chunks(scores, labels):
+        stop = start + len(chunk_labels)
+        out[start:stop] = fn(chunk, chunk_labels)
+        start = stop
+    return out
+
 
 def check_num_bins(num_bins: int) -> None:
     if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins < 1:
@@ -28,12 +59,15 @@ def checked_scores(scores: Tensor, from_probs: bool) -> Tensor:
     ``scores`` are logits or, with ``from_probs=True``, probabilities; shape ``(N, C)`` or
     ``(N, C, d1, ...)``, where every position counts as a sample: ``M = N·d1·…``, in the
     row-major order of ``(N, d1, ...)``. Half-precision scores are computed in float32.
+    Metrics are not differentiable: scores that require grad are read detached, as torchmetrics
+    does, and give the same values.
     Logits must be finite and must not look like probabilities (every row in [0, 1], summing
     to 1: see :func:`~focalcal._checks.looks_like_probabilities`); probabilities must lie in
     [0, 1] and sum to 1 over dim 1, to :func:`~focalcal._checks.probability_tolerance` of
     their dtype.
     """
     check_scores(scores, "scores")
+    scores = scores.detach()
     num_classes = scores.shape[1]
     if scores.shape[0] * math.prod(scores.shape[2:]) == 0:
         raise ValueError("the input is empty: a metric needs at least one sample")
@@ -70,12 +104,6 @@ def checked(scores: Tensor, labels: Tensor, from_probs: bool) -> tuple[Tensor, T
     return flat, labels
 
 
-def probabilities(scores: Tensor, labels: Tensor, from_probs: bool) -> tuple[Tensor, Tensor]:
-    """Checked ``(probs (M, C), labels (M,))``; see :func:`checked`."""
-    scores, labels = checked(scores, labels, from_probs)
-    return probabilities_of(scores, from_probs), labels
-
-
 def probabilities_of(scores: Tensor, from_probs: bool) -> Tensor:
     """The probabilities of checked ``(M, C)`` scores, computed one way for every metric."""
     return scores if from_probs else torch.softmax(scores, dim=1)
@@ -100,7 +128,6 @@ def _check_logits(logits: Tensor, tolerance: float) -> None:
     it) and the first row's distance from a distribution (see
     :func:`~focalcal._checks.looks_like_probabilities`) are read back together: one host
     synchronisation; the whole tensor is checked only when the first row is a distribution."""
-    logits = logits.detach()
     checks = [logits.sum()]
     if logits.shape[1] >= 2:  # with one class, every row of logits "sums to 1"
         checks.append(distribution_gap(first_row(logits).unsqueeze(0), tolerance))

@@ -98,6 +98,7 @@ class Bins:
     @classmethod
     def top_label(cls, confidence: Tensor, correct: Tensor, edges: Tensor) -> Bins:
         """Bins of top-label confidences ``(M,)`` with their correctness ``(M,)``."""
+        confidence, correct = confidence.detach(), correct.detach()
         index, size = bin_index(confidence, edges), edges.numel() - 1
         return cls(
             edges,
@@ -110,7 +111,7 @@ class Bins:
     def classwise(cls, probs: Tensor, labels: Tensor, num_bins: int) -> Bins:
         """One row of equal-width bins per class: class ``k`` bins ``probs[:, k]`` and its
         "correct" is ``y == k``. ``probs`` ``(M, C)``, ``labels`` ``(M,)``."""
-        num_classes = probs.shape[1]
+        probs, num_classes = probs.detach(), probs.shape[1]
         size, shape = num_classes * num_bins, (num_classes, num_bins)
         offsets = torch.arange(0, size, num_bins, dtype=torch.int32, device=probs.device)
         index = equal_width_index(probs, num_bins).add_(offsets)  # class k's bins from k·B

@@ -6,10 +6,20 @@
 
 from __future__ import annotations
 
+from functools import reduce
+from operator import add
+
 import torch
 from torch import Tensor
 
-from focalcal.metrics._inputs import check_num_bins, checked, probabilities, top_label
+from focalcal.metrics._inputs import (
+    check_num_bins,
+    checked,
+    per_row,
+    probabilities_of,
+    row_chunks,
+    top_label,
+)
 from focalcal.metrics.binning import (
     Bins,
     check_sample_count,
@@ -93,21 +103,25 @@ def classwise_calibration_error(
     replaced by 1[y = k]; averaged over the C classes of the scores' shape (a class that never
     occurs in ``labels`` still counts)."""
     check_num_bins(num_bins)
-    probs, labels = probabilities(scores, labels, from_probs)
+    scores, labels = checked(scores, labels, from_probs)
     check_sample_count(labels.numel())
-    return Bins.classwise(probs, labels, num_bins).calibration_error().mean()
+    chunks = row_chunks(scores, labels)  # exact sums: chunks add up to one pass bit for bit
+    bins = (Bins.classwise(probabilities_of(s, from_probs), y, num_bins) for s, y in chunks)
+    return reduce(add, bins).calibration_error().mean()
 
 
 def negative_log_likelihood(scores: Tensor, labels: Tensor, from_probs: bool = False) -> Tensor:
     """Mean −log p_y (infinite where a probability of the label is 0)."""
     scores, labels = checked(scores, labels, from_probs)
-    return sample_nll(scores, labels, from_probs).mean()
+    return per_row(lambda s, y: sample_nll(s, y, from_probs), scores, labels).mean()
 
 
 def brier_score(scores: Tensor, labels: Tensor, from_probs: bool = False) -> Tensor:
     """Mean over samples of Σ_k (p_k − 1[y = k])²."""
-    probs, labels = probabilities(scores, labels, from_probs)
-    return sample_brier(probs, labels).mean()
+    scores, labels = checked(scores, labels, from_probs)
+    return per_row(
+        lambda s, y: sample_brier(probabilities_of(s, from_probs), y), scores, labels
+    ).mean()
 
 
 def sample_nll(scores: Tensor, labels: Tensor, from_probs: bool) -> Tensor:

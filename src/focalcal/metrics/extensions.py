@@ -144,21 +144,22 @@ def smooth_ece(
     if bandwidth is not None:
         _check_bandwidth(bandwidth)
     _check_pairs(confidence, correct)
-    at = _smoother(confidence.double(), correct.double())
+    at = _smoother(confidence.detach().double(), correct.detach())
     sigma = float(bandwidth) if bandwidth is not None else _fixed_point(lambda s: float(at(s)))
     return at(sigma), sigma
 
 
 def _smoother(confidence: Tensor, correct: Tensor) -> Callable[[float], Tensor]:
-    """σ ↦ smECE_σ; the residuals are put on the grid once."""
+    """σ ↦ smECE_σ; the residuals are put on the grid once (in place where the values stay
+    the same: a few per-sample temporaries, whatever N)."""
     n = GRID_INTERVALS
     position = confidence * n
-    left = position.floor().clamp_(max=n - 1)
-    right_share = position - left
-    residual = correct - confidence
+    left = position.floor().clamp_(max=n - 1).int()
+    right_share = position.sub_(left)
+    residual = confidence.neg().add_(correct)  # correct − confidence, for 0/1 or float correct
     line = torch.zeros(n + 1, dtype=torch.float64, device=confidence.device)
-    line.index_add_(0, left.long(), (1 - right_share) * residual)
-    line.index_add_(0, left.long() + 1, right_share * residual)
+    line.index_add_(0, left, torch.rsub(right_share, 1).mul_(residual))
+    line.index_add_(0, left.add_(1), right_share.mul_(residual))
     # The reflected kernel on [0, 1] is the Gaussian on the circle of length 2 applied to the
     # residuals plus their mirror images at -x = 2 - x; the images of 0 and 1 are 0 and 1.
     circle = torch.cat([line, line[1:-1].flip(0)])

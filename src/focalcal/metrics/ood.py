@@ -184,7 +184,7 @@ def _check_same_device(first: Tensor, second: Tensor, names: tuple[str, str]) ->
 
 
 def _checked_pair(in_scores: Tensor, out_scores: Tensor) -> tuple[Tensor, Tensor]:
-    """Check two sets of per-sample scores: floating point, 1-D, non-empty, finite."""
+    """Check two sets of per-sample scores: floating point, 1-D, non-empty, finite; detached."""
     names, pair = ("in_scores", "out_scores"), (in_scores, out_scores)
     for name, scores in zip(names, pair, strict=True):
         if not isinstance(scores, Tensor) or not scores.is_floating_point():
@@ -204,7 +204,7 @@ def _checked_pair(in_scores: Tensor, out_scores: Tensor) -> tuple[Tensor, Tensor
         if not scores.isfinite().all():
             nan, inf = int(scores.isnan().sum()), int(scores.isinf().sum())
             raise ValueError(f"{name} hold {nan} NaN and {inf} infinite value(s)")
-    return in_scores, out_scores
+    return in_scores.detach(), out_scores.detach()
 
 
 def _cumulative_counts(in_scores: Tensor, out_scores: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -18,7 +18,13 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from focalcal.metrics._inputs import check_num_bins, checked, probabilities_of, top_label_of
+from focalcal.metrics._inputs import (
+    check_num_bins,
+    checked,
+    probabilities_of,
+    row_chunks,
+    top_label_of,
+)
 from focalcal.metrics.binning import (
     SCALE,
     Bins,
@@ -120,10 +126,27 @@ class CalibrationAccumulator:
             raise ValueError(
                 f"scores have {flat.shape[1]} classes, the accumulator {self.num_classes}"
             )
+        check_sample_count(self.num_samples + len(labels))
+        # one block of per-sample values, filled chunk by chunk: many small ones would be
+        # scattered through the heap, which keeps their memory after they are concatenated
+        rows = 4 if self.keep_samples else 0
+        samples = torch.empty(rows, len(labels), dtype=torch.float64, device=flat.device)
+        start = 0
+        for chunk, chunk_labels in row_chunks(flat, labels):  # a fixed size of temporaries
+            stop = start + len(chunk_labels)
+            self._add(chunk, chunk_labels, samples[:, start:stop])
+            start = stop
+        if self.keep_samples:
+            self._samples.append(samples)
+        self.num_samples += len(labels)
+        self._synced = None
+
+    def _add(self, flat: Tensor, labels: Tensor, samples: Tensor) -> None:
+        """Add checked ``(M, C)`` scores and ``(M,)`` labels to the sums, and write their
+        per-sample values into ``samples`` ``(4, M)`` if they are kept."""
         if self.temperature is not None:
             flat = flat / self.temperature
         probs = probabilities_of(flat, self.from_probs)
-        check_sample_count(self.num_samples + len(labels))
         confidence, correct = top_label_of(flat, probs, labels)
         edges = equal_width_edges(self.num_bins, probs.dtype, probs.device)
         top = Bins.top_label(confidence, correct, edges)
@@ -145,9 +168,7 @@ class CalibrationAccumulator:
         self._classwise = classwise if self._classwise is None else self._classwise + classwise
         self._totals = totals if self._totals is None else self._totals + totals
         if self.keep_samples:
-            self._samples.append(torch.stack([confidence.double(), correct.double(), nll, brier]))
-        self.num_samples += len(labels)
-        self._synced = None
+            samples.copy_(torch.stack([confidence.double(), correct.double(), nll, brier]))
 
     def sync(self) -> None:
         """Combine the statistics of every ``torch.distributed`` rank (a no-op when it is not
@@ -169,10 +190,10 @@ class CalibrationAccumulator:
     def _local(self) -> tuple[Bins, Bins, Tensor, Tensor]:
         if self._top is None or self._classwise is None or self._totals is None:
             raise ValueError("no samples: call update() before compute() or sync()")
-        device = self._totals.device
-        empty = torch.zeros(4, 0, dtype=torch.float64, device=device)
-        samples = torch.cat(self._samples, dim=1) if self._samples else empty
-        return self._top, self._classwise, self._totals, samples
+        if len(self._samples) != 1:  # one tensor from now on, so no sample is held twice
+            empty = torch.zeros(4, 0, dtype=torch.float64, device=self._totals.device)
+            self._samples = [torch.cat(self._samples, dim=1) if self._samples else empty]
+        return self._top, self._classwise, self._totals, self._samples[0]
 
     def top_label_bins(self) -> Bins:
         """The equal-width top-label bins (for reliability diagrams), synced if ``sync`` ran."""
@@ -226,10 +247,15 @@ class CalibrationAccumulator:
 
 
 def _canonical(samples: Tensor) -> Tensor:
-    """Columns sorted by every row, most significant first: the same multiset of samples
-    gives the same matrix, whatever the batching or the ranks it came from."""
-    for row in reversed(range(samples.shape[0])):
-        samples = samples[:, samples[row].argsort(stable=True)]
+    """``samples`` with their columns sorted in place by every row, most significant first: the
+    same multiset of samples gives the same matrix, whatever the batching or the ranks it came
+    from. Stable sorts from the least significant row, each applied row by row, so the samples
+    are never copied whole; into buffers made once, which the heap cannot fragment."""
+    values, order = torch.empty_like(samples[0]), torch.empty_like(samples[0], dtype=torch.long)
+    for key in reversed(range(samples.shape[0])):
+        torch.sort(samples[key], stable=True, out=(values, order))
+        for row in samples:
+            row.copy_(torch.index_select(row, 0, order, out=values))
     return samples
 
 
