@@ -1,7 +1,11 @@
 """Post-hoc calibration maps on logits, fitted on a validation split, never on the test split:
-temperature scaling (:mod:`focalcal.scaling.temperature`) and the affine maps, vector and matrix
-scaling with ODIR (:mod:`focalcal.scaling.affine`)."""
+temperature scaling (:mod:`focalcal.scaling.temperature`), the affine maps, vector and matrix
+scaling with ODIR (:mod:`focalcal.scaling.affine`), and one interface for every method,
+:func:`fit_calibrator` (:mod:`focalcal.scaling.calibrators`; the methods beyond those in
+:mod:`focalcal.scaling.nonparametric` and :mod:`focalcal.scaling.ensemble`)."""
 
+# the modules of methods register them when imported: the order of calibrator_names()
+from focalcal.scaling import ensemble, nonparametric  # noqa: F401
 from focalcal.scaling.affine import (
     AFFINE_GRADIENT_TOLERANCE,
     ODIR_RATE,
@@ -9,6 +13,13 @@ from focalcal.scaling.affine import (
     fit_matrix_scaling,
     fit_vector_scaling,
     odir_penalties,
+)
+from focalcal.scaling.calibrators import (
+    Calibrator,
+    calibrator_names,
+    fit_calibrator,
+    load_calibrator,
+    save_calibrator,
 )
 from focalcal.scaling.temperature import (
     T_MAX,
@@ -29,11 +40,16 @@ __all__ = [
     "T_MAX",
     "T_MIN",
     "AffineCalibration",
+    "Calibrator",
     "Objective",
     "TemperatureScaled",
+    "calibrator_names",
     "ece_per_temperature",
+    "fit_calibrator",
     "fit_matrix_scaling",
     "fit_temperature",
     "fit_vector_scaling",
+    "load_calibrator",
     "odir_penalties",
+    "save_calibrator",
 ]
