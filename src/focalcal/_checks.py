@@ -3,9 +3,41 @@
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+    TensorLike: TypeAlias = Tensor | ArrayLike
+else:
+    TensorLike: TypeAlias = Any
+"""What the metrics and calibrators take: a tensor, a numpy array, or anything else
+:func:`torch.as_tensor` takes (nested lists, a pandas DataFrame's values)."""
+
+
+def as_tensor(value: TensorLike, name: str) -> Tensor:
+    """``value`` as a tensor: a tensor as it is; a numpy array (or anything with
+    ``__array__``, as a pandas DataFrame) with its dtype, sharing its memory where it is
+    writable; nested lists and numbers through :func:`torch.as_tensor` (floats become torch's
+    default dtype). Anything else is a ``ValueError`` naming ``name``."""
+    if isinstance(value, Tensor):
+        return value
+    try:
+        if hasattr(value, "__array__"):
+            import numpy as np  # present wherever an object has __array__
+
+            array = np.asarray(value)
+            if not array.flags.writeable:  # torch may not share a read-only array
+                array = array.copy()
+            return torch.from_numpy(array) if array.dtype != object else torch.as_tensor(array)
+        return torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise ValueError(
+            f"{name} must be a tensor or an array of numbers, got {type(value).__name__}: {error}"
+        ) from None
 
 
 def check_scores(scores: Tensor, name: str = "logits") -> None:

@@ -305,7 +305,7 @@ CONFIDENCE = torch.tensor([0.2, 0.9], dtype=torch.float64)
         (torch.tensor([0.2, 1.5]), torch.ones(2), "confidence must lie in"),
         (torch.tensor([0.2, math.nan]), torch.ones(2), "confidence must lie in"),
         (CONFIDENCE, torch.ones(3), "correct must be a tensor of shape"),
-        (CONFIDENCE, [1, 0], "correct must be a tensor of shape"),
+        (CONFIDENCE, [1, 0, 1], "correct must be a tensor of shape"),
         (CONFIDENCE, torch.tensor([2, 0]), "correct must be 0/1"),
         (torch.zeros(0), torch.zeros(0), "empty"),
     ],

@@ -334,7 +334,11 @@ BAD = {
     "auroc 2-D": (lambda: auroc(Z, X), r"in_scores must be 1-D .* got shape \(5, 3\)"),
     "auroc 0-d": (lambda: auroc(X, X[0]), r"out_scores must be 1-D .* got shape \(\)"),
     "auroc integers": (lambda: auroc(X, torch.arange(3)), "out_scores must be a floating-point"),
-    "auroc list": (lambda: auroc([0.1, 0.2], X), "in_scores must be a floating-point .* list"),
+    "auroc list of integers": (
+        lambda: auroc([1, 2], X),
+        "in_scores must be a floating-point tensor, got torch.int64",
+    ),
+    "auroc strings": (lambda: auroc("ab", X), "in_scores must be a tensor or an array of numbers"),
     "auroc devices": (
         lambda: auroc(X, torch.rand(4, device="meta")),
         "in_scores are on cpu but out_scores are on meta",

@@ -10,6 +10,8 @@ from torch import Tensor
 
 from focalcal._checks import (
     PROBABILITIES_AS_LOGITS,
+    TensorLike,
+    as_tensor,
     check_class_indices,
     check_scores,
     distribution_gap,
@@ -53,7 +55,7 @@ def check_num_bins(num_bins: int) -> None:
         raise ValueError(f"num_bins must be an integer >= 1, got {num_bins!r}")
 
 
-def checked_scores(scores: Tensor, from_probs: bool) -> Tensor:
+def checked_scores(scores: TensorLike, from_probs: bool) -> Tensor:
     """Check ``scores`` alone (no labels) and return them flattened to ``(M, C)``.
 
     ``scores`` are logits or, with ``from_probs=True``, probabilities; shape ``(N, C)`` or
@@ -64,8 +66,10 @@ def checked_scores(scores: Tensor, from_probs: bool) -> Tensor:
     Logits must be finite and must not look like probabilities (every row in [0, 1], summing
     to 1: see :func:`~focalcal._checks.looks_like_probabilities`); probabilities must lie in
     [0, 1] and sum to 1 over dim 1, to :func:`~focalcal._checks.probability_tolerance` of
-    their dtype.
+    their dtype. Numpy arrays and anything :func:`torch.as_tensor` takes are read as tensors
+    (:func:`~focalcal._checks.as_tensor`).
     """
+    scores = as_tensor(scores, "scores")
     check_scores(scores, "scores")
     scores = scores.detach()
     num_classes = scores.shape[1]
@@ -85,12 +89,13 @@ def checked_scores(scores: Tensor, from_probs: bool) -> Tensor:
     return scores
 
 
-def checked(scores: Tensor, labels: Tensor, from_probs: bool) -> tuple[Tensor, Tensor]:
+def checked(scores: TensorLike, labels: TensorLike, from_probs: bool) -> tuple[Tensor, Tensor]:
     """Check ``(scores, labels)`` and return them flattened to ``(M, C)`` and ``(M,)``.
 
     ``scores`` as in :func:`checked_scores`. ``labels`` are class indices ``(N)`` or
     ``(N, d1, ...)``. The class count ``C`` comes from the scores' shape, never from the labels.
     """
+    scores, labels = as_tensor(scores, "scores"), as_tensor(labels, "labels")
     flat = checked_scores(scores, from_probs)
     check_class_indices(scores, labels, ("scores", "labels"))
     num_classes = flat.shape[1]
@@ -109,7 +114,7 @@ def probabilities_of(scores: Tensor, from_probs: bool) -> Tensor:
     return scores if from_probs else torch.softmax(scores, dim=1)
 
 
-def top_label(scores: Tensor, labels: Tensor, from_probs: bool) -> tuple[Tensor, Tensor]:
+def top_label(scores: TensorLike, labels: TensorLike, from_probs: bool) -> tuple[Tensor, Tensor]:
     """Checked top-label ``(confidence (M,), correct (M,) bool)``; see :func:`checked`."""
     flat, labels = checked(scores, labels, from_probs)
     return top_label_of(flat, probabilities_of(flat, from_probs), labels)

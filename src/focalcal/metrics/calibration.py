@@ -12,6 +12,7 @@ from operator import add
 import torch
 from torch import Tensor
 
+from focalcal._checks import TensorLike
 from focalcal.metrics._inputs import (
     check_num_bins,
     checked,
@@ -29,7 +30,7 @@ from focalcal.metrics.binning import (
 
 
 def reliability_bins(
-    scores: Tensor, labels: Tensor, num_bins: int = 15, from_probs: bool = False
+    scores: TensorLike, labels: TensorLike, num_bins: int = 15, from_probs: bool = False
 ) -> Bins:
     """The equal-width top-label :class:`Bins` behind ECE, MCE and the reliability diagram.
 
@@ -48,7 +49,7 @@ def reliability_bins(
 
 
 def expected_calibration_error(
-    scores: Tensor, labels: Tensor, num_bins: int = 15, from_probs: bool = False
+    scores: TensorLike, labels: TensorLike, num_bins: int = 15, from_probs: bool = False
 ) -> Tensor:
     r"""ECE: :math:`\sum_b \frac{n_b}{N} |\mathrm{acc}_b - \mathrm{conf}_b|` over ``num_bins``
     equal-width bins ``(b/B, (b+1)/B]`` of the top-label confidence (0 goes to the first bin).
@@ -63,14 +64,14 @@ def expected_calibration_error(
 
 
 def maximum_calibration_error(
-    scores: Tensor, labels: Tensor, num_bins: int = 15, from_probs: bool = False
+    scores: TensorLike, labels: TensorLike, num_bins: int = 15, from_probs: bool = False
 ) -> Tensor:
     """MCE: the largest |accuracy − confidence| over the non-empty equal-width bins."""
     return reliability_bins(scores, labels, num_bins, from_probs).max_calibration_error()
 
 
 def signed_calibration_error(
-    scores: Tensor, labels: Tensor, num_bins: int = 15, from_probs: bool = False
+    scores: TensorLike, labels: TensorLike, num_bins: int = 15, from_probs: bool = False
 ) -> Tensor:
     """Σ_b (n_b/N)(confidence_b − accuracy_b): positive when over-confident, negative when
     under-confident. The bins cancel out: it equals mean confidence − accuracy; the report's
@@ -79,7 +80,7 @@ def signed_calibration_error(
 
 
 def adaptive_calibration_error(
-    scores: Tensor, labels: Tensor, num_bins: int = 15, from_probs: bool = False
+    scores: TensorLike, labels: TensorLike, num_bins: int = 15, from_probs: bool = False
 ) -> Tensor:
     """AdaECE: ECE over equal-mass bins whose edges are the interpolated quantiles of the sorted
     confidences. Every sample counts; bins that coincide because of ties merge; works for
@@ -97,7 +98,7 @@ def adaptive_bins(confidence: Tensor, correct: Tensor, num_bins: int) -> Bins:
 
 
 def classwise_calibration_error(
-    scores: Tensor, labels: Tensor, num_bins: int = 15, from_probs: bool = False
+    scores: TensorLike, labels: TensorLike, num_bins: int = 15, from_probs: bool = False
 ) -> Tensor:
     """Classwise-ECE: for each class k, an ECE over equal-width bins of p_k with accuracy
     replaced by 1[y = k]; averaged over the C classes of the scores' shape (a class that never
@@ -110,13 +111,15 @@ def classwise_calibration_error(
     return reduce(add, bins).calibration_error().mean()
 
 
-def negative_log_likelihood(scores: Tensor, labels: Tensor, from_probs: bool = False) -> Tensor:
+def negative_log_likelihood(
+    scores: TensorLike, labels: TensorLike, from_probs: bool = False
+) -> Tensor:
     """Mean −log p_y (infinite where a probability of the label is 0)."""
     scores, labels = checked(scores, labels, from_probs)
     return per_row(lambda s, y: sample_nll(s, y, from_probs), scores, labels).mean()
 
 
-def brier_score(scores: Tensor, labels: Tensor, from_probs: bool = False) -> Tensor:
+def brier_score(scores: TensorLike, labels: TensorLike, from_probs: bool = False) -> Tensor:
     """Mean over samples of Σ_k (p_k − 1[y = k])²."""
     scores, labels = checked(scores, labels, from_probs)
     return per_row(
@@ -143,7 +146,7 @@ def sample_brier(probs: Tensor, labels: Tensor) -> Tensor:
     return (probs.double() - one_hot).square_().sum(1).clamp_(max=2.0)
 
 
-def error_rate(scores: Tensor, labels: Tensor, from_probs: bool = False) -> Tensor:
+def error_rate(scores: TensorLike, labels: TensorLike, from_probs: bool = False) -> Tensor:
     """1 − accuracy of the argmax prediction."""
     _, correct = top_label(scores, labels, from_probs)
     return 1.0 - correct.double().mean()

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from focalcal._checks import TensorLike, as_tensor
 from focalcal.metrics._inputs import check_num_bins, top_label
 from focalcal.metrics.binning import SCALE, Bins, check_sample_count
 from focalcal.metrics.calibration import adaptive_bins
@@ -27,7 +28,7 @@ MAX_HALVINGS = 60
 
 
 def debiased_calibration_error(
-    scores: Tensor, labels: Tensor, num_bins: int = 15, from_probs: bool = False
+    scores: TensorLike, labels: TensorLike, num_bins: int = 15, from_probs: bool = False
 ) -> Tensor:
     r"""Debiased ℓ2 top-label calibration error over ``num_bins`` equal-mass bins.
 
@@ -91,7 +92,7 @@ def debiased_from_bins(bins: Bins) -> Tensor:
 
 
 def smooth_calibration_error(
-    scores: Tensor, labels: Tensor, from_probs: bool = False, bandwidth: float | None = None
+    scores: TensorLike, labels: TensorLike, from_probs: bool = False, bandwidth: float | None = None
 ) -> Tensor:
     """Smooth ECE of the top-label confidences; see :func:`smooth_ece` for the definition.
 
@@ -109,7 +110,7 @@ def smooth_calibration_error(
 
 
 def smooth_ece(
-    confidence: Tensor, correct: Tensor, bandwidth: float | None = None
+    confidence: TensorLike, correct: TensorLike, bandwidth: float | None = None
 ) -> tuple[Tensor, float]:
     r"""Smooth ECE (Błasiok & Nakkiran, "Smooth ECE: Principled Reliability Diagrams via Kernel
     Smoothing", ICLR 2024) and the bandwidth used.
@@ -143,6 +144,7 @@ def smooth_ece(
     """
     if bandwidth is not None:
         _check_bandwidth(bandwidth)
+    confidence, correct = as_tensor(confidence, "confidence"), as_tensor(correct, "correct")
     _check_pairs(confidence, correct)
     at = _smoother(confidence.detach().double(), correct.detach())
     sigma = float(bandwidth) if bandwidth is not None else _fixed_point(lambda s: float(at(s)))

@@ -18,10 +18,11 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from focalcal._checks import TensorLike, as_tensor
 from focalcal.metrics._inputs import checked_scores
 
 
-def entropy(scores: Tensor, from_probs: bool = False) -> Tensor:
+def entropy(scores: TensorLike, from_probs: bool = False) -> Tensor:
     r"""Softmax entropy of every sample, in nats: :math:`H_i = -\sum_k p_{ik} \ln p_{ik}`,
     with :math:`0 \ln 0 = 0`; between 0 (one-hot) and :math:`\ln C` (uniform).
 
@@ -40,7 +41,7 @@ def entropy(scores: Tensor, from_probs: bool = False) -> Tensor:
     return _entropy(checked_scores(scores, from_probs), from_probs)
 
 
-def max_confidence(scores: Tensor, from_probs: bool = False) -> Tensor:
+def max_confidence(scores: TensorLike, from_probs: bool = False) -> Tensor:
     r"""Top-label confidence of every sample: :math:`c_i = \max_k p_{ik}`.
 
     ``scores`` as in :func:`entropy`; returns ``(M,)``. From logits it is
@@ -54,7 +55,7 @@ def max_confidence(scores: Tensor, from_probs: bool = False) -> Tensor:
     return _max_confidence(checked_scores(scores, from_probs), from_probs)
 
 
-def roc_curve(in_scores: Tensor, out_scores: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def roc_curve(in_scores: TensorLike, out_scores: TensorLike) -> tuple[Tensor, Tensor, Tensor]:
     r"""ROC curve of telling ``out_scores`` (positive) from ``in_scores`` (negative).
 
     ``in_scores`` ``(N_in,)`` and ``out_scores`` ``(N_out,)`` are finite floating-point scores,
@@ -85,7 +86,7 @@ def roc_curve(in_scores: Tensor, out_scores: Tensor) -> tuple[Tensor, Tensor, Te
     return fpr, tpr, thresholds
 
 
-def auroc(in_scores: Tensor, out_scores: Tensor) -> Tensor:
+def auroc(in_scores: TensorLike, out_scores: TensorLike) -> Tensor:
     r"""Area under :func:`roc_curve` (trapezoids across ties), OOD being the positive class:
 
     .. math:: \mathrm{AUROC} = P(s_{out} > s_{in}) + \tfrac12 P(s_{out} = s_{in}),
@@ -108,8 +109,8 @@ OODScore = Literal["entropy", "confidence"]
 
 
 def ood_auroc(
-    in_logits: Tensor,
-    out_logits: Tensor,
+    in_logits: TensorLike,
+    out_logits: TensorLike,
     score: OODScore = "entropy",
     from_probs: bool = False,
 ) -> Tensor:
@@ -183,11 +184,13 @@ def _check_same_device(first: Tensor, second: Tensor, names: tuple[str, str]) ->
         raise ValueError(f"{names[0]} are on {first.device} but {names[1]} are on {second.device}")
 
 
-def _checked_pair(in_scores: Tensor, out_scores: Tensor) -> tuple[Tensor, Tensor]:
+def _checked_pair(in_scores: TensorLike, out_scores: TensorLike) -> tuple[Tensor, Tensor]:
     """Check two sets of per-sample scores: floating point, 1-D, non-empty, finite; detached."""
-    names, pair = ("in_scores", "out_scores"), (in_scores, out_scores)
+    names = ("in_scores", "out_scores")
+    in_scores, out_scores = as_tensor(in_scores, names[0]), as_tensor(out_scores, names[1])
+    pair = (in_scores, out_scores)
     for name, scores in zip(names, pair, strict=True):
-        if not isinstance(scores, Tensor) or not scores.is_floating_point():
+        if not scores.is_floating_point():
             got = scores.dtype if isinstance(scores, Tensor) else type(scores).__name__
             raise ValueError(f"{name} must be a floating-point tensor, got {got}")
         if scores.dim() != 1:

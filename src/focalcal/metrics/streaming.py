@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from focalcal._checks import as_tensor
 from focalcal.metrics._inputs import (
     check_num_bins,
     checked,
@@ -325,7 +326,8 @@ def calibration_report(
         >>> report.num_samples, 0.0 <= report.ece <= report.mce <= 1.0
         (100, True)
     """
-    num_classes = scores.shape[1] if isinstance(scores, Tensor) and scores.dim() >= 2 else 1
+    scores = as_tensor(scores, "scores")
+    num_classes = scores.shape[1] if scores.dim() >= 2 else 1
     accumulator = CalibrationAccumulator(num_classes, num_bins, from_probs, temperature=temperature)
     accumulator.update(scores, labels)
     return accumulator.compute(bootstrap_samples, level, seed)

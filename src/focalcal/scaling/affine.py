@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from focalcal._checks import check_scores
+from focalcal._checks import TensorLike, as_tensor, check_scores
 from focalcal.metrics._inputs import checked
 
 AffineKind = Literal["vector", "matrix"]
@@ -25,8 +25,8 @@ _AFFINE_ITERATIONS = 1000  # or after this many L-BFGS iterations
 
 
 def fit_vector_scaling(
-    logits: Tensor,
-    labels: Tensor,
+    logits: TensorLike,
+    labels: TensorLike,
     spread_penalty: float | None = None,
     bias_penalty: float | None = None,
 ) -> AffineCalibration:
@@ -82,8 +82,8 @@ def fit_vector_scaling(
 
 
 def fit_matrix_scaling(
-    logits: Tensor,
-    labels: Tensor,
+    logits: TensorLike,
+    labels: TensorLike,
     off_diagonal_penalty: float | None = None,
     bias_penalty: float | None = None,
 ) -> AffineCalibration:
@@ -293,8 +293,10 @@ class AffineCalibration(nn.Module):
     def num_classes(self) -> int:
         return int(self.bias.shape[0])
 
-    def forward(self, logits: Tensor) -> Tensor:
-        """``(N, C)`` or ``(N, C, d1, ...)`` logits to calibrated logits of the same shape."""
+    def forward(self, logits: TensorLike) -> Tensor:
+        """``(N, C)`` or ``(N, C, d1, ...)`` logits (a tensor or an array) to calibrated logits
+        of the same shape."""
+        logits = as_tensor(logits, "logits")
         check_scores(logits)
         if logits.shape[1] != self.num_classes:
             raise ValueError(

@@ -27,7 +27,7 @@ from typing import Any, ClassVar, TypeVar
 import torch
 from torch import Tensor, nn
 
-from focalcal._checks import check_scores
+from focalcal._checks import TensorLike, as_tensor, check_scores
 from focalcal._io import atomic_write_text
 from focalcal.metrics._inputs import checked
 from focalcal.scaling.affine import (
@@ -75,9 +75,10 @@ class Calibrator(nn.Module):
         """The fitted parameters a report shows (numbers, e.g. ``{"T": 1.8}``)."""
         return {}
 
-    def transform(self, logits: Tensor) -> Tensor:
-        """Calibrated log-probabilities of ``logits`` ``(N, C)`` or ``(N, C, d1, ...)``, same
-        shape, float64, on the logits' device."""
+    def transform(self, logits: TensorLike) -> Tensor:
+        """Calibrated log-probabilities of ``logits`` ``(N, C)`` or ``(N, C, d1, ...)`` (a
+        tensor or an array), same shape, float64, on the logits' device."""
+        logits = as_tensor(logits, "logits")
         check_scores(logits)
         if logits.shape[1] != self.num_classes:
             raise ValueError(
@@ -93,7 +94,7 @@ class Calibrator(nn.Module):
         out = self._transform(flat.double())
         return out.reshape(moved.shape).movedim(-1, 1)
 
-    def forward(self, logits: Tensor) -> Tensor:
+    def forward(self, logits: TensorLike) -> Tensor:
         return self.transform(logits)
 
     def extra_repr(self) -> str:
@@ -119,7 +120,7 @@ def calibrator_class(name: str) -> type[Calibrator]:
     return _REGISTRY[name]
 
 
-def fit_calibrator(name: str, logits: Tensor, labels: Tensor, **options: Any) -> Calibrator:
+def fit_calibrator(name: str, logits: TensorLike, labels: TensorLike, **options: Any) -> Calibrator:
     """Fit the post-hoc map ``name`` (see :func:`calibrator_names`) on validation ``logits``
     ``(N, C)`` or ``(N, C, d1, ...)`` and class-index ``labels`` ``(N)`` or ``(N, d1, ...)``;
     ``options`` are the method's (an unknown one is a ``ValueError`` naming it).

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from focalcal._checks import TensorLike
 from focalcal.metrics._inputs import check_num_bins, checked
 from focalcal.metrics.binning import Bins, check_sample_count, equal_width_edges
 
@@ -26,7 +27,7 @@ _NEWTON_STEPS, _BISECTIONS = 20, 30  # 23 halvings of log(T_MAX / T_MIN) reach T
 
 
 def fit_temperature(
-    logits: Tensor, labels: Tensor, objective: Objective = "ece", num_bins: int = 15
+    logits: TensorLike, labels: TensorLike, objective: Objective = "ece", num_bins: int = 15
 ) -> float:
     r"""The temperature T that best calibrates ``softmax(logits / T)`` on these (validation) data.
 
@@ -78,7 +79,7 @@ def fit_temperature(
     return _fit_nll(scores.detach(), labels)
 
 
-def ece_per_temperature(logits: Tensor, labels: Tensor, num_bins: int = 15) -> Tensor:
+def ece_per_temperature(logits: TensorLike, labels: TensorLike, num_bins: int = 15) -> Tensor:
     """``expected_calibration_error(logits / T, labels, num_bins)`` for every T in
     :data:`TEMPERATURE_GRID`, bit for bit, as a ``(100,)`` float64 tensor on the logits' device.
 
@@ -218,7 +219,11 @@ class TemperatureScaled(nn.Module):
         return float(self.T)
 
     def fit(
-        self, logits: Tensor, labels: Tensor, objective: Objective = "ece", num_bins: int = 15
+        self,
+        logits: TensorLike,
+        labels: TensorLike,
+        objective: Objective = "ece",
+        num_bins: int = 15,
     ) -> TemperatureScaled:
         """Set T from :func:`fit_temperature` on validation logits the caller computed with the
         wrapped model (this does not run the model). Returns ``self``."""
