@@ -19,6 +19,8 @@ from focalcal.engine.lock import LOCK_FILE
 from focalcal.engine.train import load_model, load_splits, predict, train
 from focalcal.metrics import calibration_report, ood_auroc
 from focalcal.scaling import (
+    calibrator_names,
+    fit_calibrator,
     fit_matrix_scaling,
     fit_temperature,
     fit_vector_scaling,
@@ -69,15 +71,16 @@ def test_writes_every_promised_file(run_dir):
     assert (stored["dataset"], stored["model"], stored["loss"]) == ("digits", "small-cnn", "ce")
     assert (stored["checkpoint"], stored["epoch"], stored["val_samples"]) == ("last", 2, 128)
     assert set(stored["ood"][NOISE]) == {"num_samples", "entropy", "confidence"}
-    assert set(stored["post_hoc"]) == {"vector", "matrix"}
+    assert list(stored["post_hoc"]) == [n for n in calibrator_names() if n != "temperature"]
     assert set(stored["post_hoc"]["vector"]) == set(stored["test"]["before"]) | {
+        "parameters",
         "spread_penalty",
         "bias_penalty",
     }
     markdown = (run_dir / "evaluation.md").read_text()
     assert f"Trained on {describe_machine('cpu')}; evaluated on" in markdown
     assert "| ECE (%) |" in markdown and f"OOD AUROC (%), {NOISE}, entropy" in markdown
-    # The post-hoc table: a row per metric, the four reports side by side.
+    # The post-hoc table: a row per metric, the reports side by side.
     header = "| Metric | Before | After T | Vector, λ = 1, μ = 1 | Matrix, ODIR λ = 9, μ = 1 |"
     assert "## Post-hoc calibration maps" in markdown and header in markdown
     reports = [stored["test"]["before"], stored["test"]["after"], *stored["post_hoc"].values()]
@@ -100,21 +103,21 @@ def test_numbers_equal_the_metrics_module_on_the_same_checkpoint(run_dir, object
     assert result["test"]["before"] == calibration_report(test, labels).to_dict()
     after = calibration_report(test / temperature, labels).to_dict()
     assert result["test"]["after"] == {**after, "temperature": temperature}
-    # Vector and matrix scaling (ODIR at the default penalties), fitted on the same
-    # validation logits, applied to the test logits.
-    vector = fit_vector_scaling(val, splits["val"].labels)
+    # Every other calibrator at its default options (vector and matrix scaling with ODIR at
+    # the default penalties, ...), fitted on the same validation logits, applied to the test
+    # logits.
+    for name in [n for n in calibrator_names() if n != "temperature"]:
+        calibrator = fit_calibrator(name, val, splits["val"].labels)
+        report = calibration_report(calibrator.transform(test), labels).to_dict()
+        expected = {**report, "parameters": calibrator.summary()}
+        assert {k: result["post_hoc"][name][k] for k in expected} == expected, name
     penalties = odir_penalties(10)
+    assert result["post_hoc"]["vector"]["spread_penalty"] == 1.0  # 0.1 C
+    assert result["post_hoc"]["vector"]["bias_penalty"] == 1.0
+    assert result["post_hoc"]["matrix"]["off_diagonal_penalty"] == penalties[0]
+    assert result["post_hoc"]["matrix"]["bias_penalty"] == penalties[1]
+    vector = fit_vector_scaling(val, splits["val"].labels)
     matrix = fit_matrix_scaling(val, splits["val"].labels, *penalties)
-    assert result["post_hoc"]["vector"] == {
-        **calibration_report(vector(test), labels).to_dict(),
-        "spread_penalty": 1.0,  # 0.1 C
-        "bias_penalty": 1.0,
-    }
-    assert result["post_hoc"]["matrix"] == {
-        **calibration_report(matrix(test), labels).to_dict(),
-        "off_diagonal_penalty": penalties[0],
-        "bias_penalty": penalties[1],
-    }
     # The maps are fitted by validation NLL: there, neither is worse than temperature scaling
     # by NLL, or than no map at all.
     val_labels = splits["val"].labels

@@ -225,8 +225,16 @@ def test_post_hoc_maps_reach_the_rows_and_their_own_comparison():
     )
     page = markdown_tables([values])
     section = page.split("## What post-hoc maps leave")[1]
-    assert "| FL-3 | 5.00 | 1.00 | 2.10 | 1.70 | 30.00 | 30.00 | 25.00 | 25.00 |" in section
+    ece, nll = section.split("| Loss | NLL (×100) | NLL (T) (×100) |")  # two tables
+    assert "| Loss | ECE (%) | ECE (T) (%) | ECE (vector) (%) | ECE (matrix) (%) |" in ece
+    assert "| FL-3 | 5.00 | 1.00 | 2.10 | 1.70 |" in ece
+    assert nll.startswith(" NLL (vector) (×100) | NLL (matrix) (×100) |")
+    assert "| FL-3 | 30.00 | 30.00 | 25.00 | 25.00 |" in nll
     assert "## What post-hoc maps leave" not in markdown_tables([result_row(evaluation())])
     page = evaluation_markdown(document)
     assert "## Post-hoc calibration maps" in page and "Matrix, ODIR λ = 9, μ = 1" in page
     assert "| ECE (%) | 5.00 | 1.00 | 2.10 | 1.70 |" in page
+    document["post_hoc"]["isotonic"] = {**vector, "ece": 0.012, "parameters": {"bins": 7}}
+    page = evaluation_markdown(document)
+    assert "| ECE (%) | 5.00 | 1.00 | 2.10 | 1.70 | 1.20 |" in page
+    assert "| Isotonic |" in page and "Fitted: isotonic: bins = 7." in page

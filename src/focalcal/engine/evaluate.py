@@ -1,6 +1,8 @@
 """Evaluate a trained run the paper's way: calibration before and after temperature scaling
 (T fitted on the validation split), and OOD detection by AUROC; beyond the paper, calibration
-after vector scaling and after matrix scaling with ODIR (fitted on the same validation logits).
+after every other post-hoc map of :func:`~focalcal.scaling.calibrator_names` (vector and matrix
+scaling with ODIR, histogram binning, isotonic regression, beta, ensemble temperature and
+Dirichlet calibration), each fitted on the same validation logits.
 
 ``evaluate(run_dir)`` writes three files into the run directory, each atomically:
 
@@ -21,10 +23,12 @@ after vector scaling and after matrix scaling with ODIR (fitted on the same vali
       "val_samples": 1000,                # how many samples T was fitted on
       "test": {"before": {...}, "after": {...}},   # CalibrationReport.to_dict() of test logits
                                                    # and of test logits / T
-      "post_hoc": {                       # the same, of the test logits under affine maps
-        "vector": {..., "spread_penalty": 1.0, "bias_penalty": 1.0},  # vector scaling and
-        "matrix": {..., "off_diagonal_penalty": 9.0, "bias_penalty": 1.0}  # matrix scaling
-      },                                  #   with ODIR, fitted on the validation split
+      "post_hoc": {                       # the same, of the test logits under each other map
+        "vector": {..., "parameters": {}, "spread_penalty": 1.0, "bias_penalty": 1.0},
+        "matrix": {..., "parameters": {}, "off_diagonal_penalty": 9.0, "bias_penalty": 1.0},
+        "isotonic": {..., "parameters": {...}},   # Calibrator.summary(): the fitted numbers
+        ...                               # one per calibrator_names() but "temperature",
+      },                                  #   each fitted on the validation split
       "ood": {                            # one entry per OOD set, keyed by its spec
         "svhn": {
           "num_samples": 26032,
@@ -69,9 +73,9 @@ from focalcal.report.tables import evaluation_markdown
 from focalcal.scaling import (
     ODIR_RATE,
     Objective,
-    fit_matrix_scaling,
+    calibrator_names,
+    fit_calibrator,
     fit_temperature,
-    fit_vector_scaling,
     odir_penalties,
 )
 
@@ -163,10 +167,10 @@ def evaluate(
     reports every calibration metric of the test split before and after T (with
     ``bootstrap_samples`` resamples, 95 % intervals), and the AUROC of telling each ``ood`` set
     (see :func:`parse_ood`) from the test split by softmax entropy and by max confidence, before
-    and after T. Also reports the test metrics after vector scaling and after matrix scaling
-    with ODIR at the default penalties (:func:`~focalcal.scaling.fit_vector_scaling`,
-    :func:`~focalcal.scaling.fit_matrix_scaling`, :func:`~focalcal.scaling.odir_penalties`),
-    both fitted on the validation logits.
+    and after T. Also reports the test metrics after every other calibrator of
+    :func:`~focalcal.scaling.calibrator_names` at its default options (vector scaling and
+    matrix scaling with ODIR at :func:`~focalcal.scaling.odir_penalties`, …), each fitted on
+    the validation logits by :func:`~focalcal.scaling.fit_calibrator`.
     Returns the evaluation (the module docstring's schema); with ``write``, also writes
     ``evaluation.json``, ``evaluation.md`` and (with matplotlib) ``reliability.png``.
 
@@ -219,17 +223,18 @@ def _evaluate(
         ).to_dict()
         for when, t in (("before", None), ("after", temperature))
     }
-    off_diagonal, bias = odir_penalties(logits["val"].shape[1])
-    maps = {
-        "vector": fit_vector_scaling(logits["val"], labels["val"]),
-        "matrix": fit_matrix_scaling(logits["val"], labels["val"], off_diagonal, bias),
-    }
-    post_hoc = {
-        kind: calibration_report(
-            calibration(logits["test"]), labels["test"], bootstrap_samples=bootstrap_samples
-        ).to_dict()
-        for kind, calibration in maps.items()
-    }
+    post_hoc = {}
+    for name in calibrator_names():
+        if name == "temperature":  # the "after" above, by the evaluation's objective
+            continue
+        calibrator = fit_calibrator(name, logits["val"], labels["val"])
+        report = calibration_report(
+            calibrator.transform(logits["test"]),
+            labels["test"],
+            bootstrap_samples=bootstrap_samples,
+        )
+        post_hoc[name] = {**report.to_dict(), "parameters": calibrator.summary()}
+    off_diagonal, bias = odir_penalties(logits["val"].shape[1])  # fit_matrix_scaling's default
     post_hoc["matrix"].update(off_diagonal_penalty=off_diagonal, bias_penalty=bias)
     rate = ODIR_RATE * logits["val"].shape[1]  # fit_vector_scaling's default penalties
     post_hoc["vector"].update(spread_penalty=rate, bias_penalty=rate)

@@ -33,17 +33,23 @@ COMPARISON_COLUMNS = (
     ("NLL (×100)", "nll_before"),
     ("NLL (T) (×100)", "nll_after"),
 )
-# The post-hoc comparison: what temperature, vector and matrix scaling leave of each loss's error
-POST_HOC_COLUMNS = (
-    ("ECE (%)", "ece_before"),
-    ("ECE (T) (%)", "ece_after"),
-    ("ECE (vector) (%)", "ece_vector"),
-    ("ECE (matrix) (%)", "ece_matrix"),
-    ("NLL (×100)", "nll_before"),
-    ("NLL (T) (×100)", "nll_after"),
-    ("NLL (vector) (×100)", "nll_vector"),
-    ("NLL (matrix) (×100)", "nll_matrix"),
-)
+
+
+def post_hoc_columns(methods: Sequence[str], metric: str, title: str) -> list[tuple[str, str]]:
+    """The post-hoc comparison's columns of ``metric`` (``"ece"``, ``"nll"``): before, after
+    temperature scaling and after each of ``methods`` (the names of
+    :func:`~focalcal.scaling.calibrator_names`); ``title`` as ``"ECE (%)"``.
+
+    Example:
+        >>> post_hoc_columns(["vector"], "ece", "ECE (%)")
+        [('ECE (%)', 'ece_before'), ('ECE (T) (%)', 'ece_after'), ('ECE (vector) (%)', 'ece_vector')]
+    """  # noqa: E501
+    name, _, unit = title.partition(" (")
+    return [
+        (title, f"{metric}_before"),
+        (f"{name} (T) ({unit}", f"{metric}_after"),
+        *((f"{name} ({method}) ({unit}", f"{metric}_{method}") for method in methods),
+    ]
 
 
 def comparison_markdown(

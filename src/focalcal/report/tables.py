@@ -42,7 +42,7 @@ from focalcal.report.cells import (
     mean_cell,
     spread,
 )
-from focalcal.report.comparison import POST_HOC_COLUMNS, comparison_markdown
+from focalcal.report.comparison import comparison_markdown, post_hoc_columns
 
 Row = Mapping[str, Any]
 Setting = tuple[str, str]  # (dataset, model)
@@ -258,11 +258,20 @@ def markdown_tables(rows: Sequence[Row]) -> str:
         f"{machines_note(rows)}\n\n{body}\n"
         f"## Losses compared\n\n{comparison_markdown(rows)}"
     )
-    if any("ece_vector" in row for row in rows):
+    methods = _unique(
+        key.removeprefix("ece_")
+        for row in rows
+        for key in row
+        if key.startswith("ece_") and key not in ("ece_before", "ece_after")
+    )
+    if methods:
         text += (
-            "\n## What post-hoc maps leave\n\nBefore, after temperature scaling (T), vector "
-            "scaling and matrix scaling with ODIR, each fitted on the validation split.\n\n"
-            + comparison_markdown(rows, POST_HOC_COLUMNS)
+            "\n## What post-hoc maps leave\n\nBefore, after temperature scaling (T) and after "
+            f"each other post-hoc map ({', '.join(methods)}), each fitted on the validation "
+            "split.\n\n"
+            + comparison_markdown(rows, post_hoc_columns(methods, "ece", "ECE (%)"))
+            + "\n"
+            + comparison_markdown(rows, post_hoc_columns(methods, "nll", "NLL (×100)"))
         )
     return text
 
@@ -312,7 +321,7 @@ def write_tables(
 def evaluation_markdown(evaluation: Mapping[str, Any]) -> str:
     """One run's ``evaluation.json`` as a short Markdown page: every metric before and after
     T (with bootstrap intervals where computed), the OOD AUROCs, and every metric after the
-    post-hoc maps (vector scaling, matrix scaling with ODIR) where evaluated."""
+    post-hoc maps (every calibrator but temperature scaling) where evaluated."""
     before, after = evaluation["test"]["before"], evaluation["test"]["after"]
     name = " · ".join(str(evaluation[key]) for key in ("dataset", "model", "loss"))
     lines = [
@@ -338,28 +347,54 @@ def evaluation_markdown(evaluation: Mapping[str, Any]) -> str:
                 values = [format_percent(auroc.get(when)) for when in ("before", "after")]
                 lines.append(markdown_line([f"OOD AUROC (%), {spec}, {score}", *values]))
     post_hoc = evaluation.get("post_hoc")
-    if post_hoc:  # absent from evaluations written before vector and matrix scaling
-        vector, matrix = post_hoc["vector"], post_hoc["matrix"]
-        odir = f"λ = {matrix['off_diagonal_penalty']:g}, μ = {matrix['bias_penalty']:g}"
-        spread = f"λ = {vector.get('spread_penalty', 0):g}, μ = {vector.get('bias_penalty', 0):g}"
+    if post_hoc:  # absent from evaluations written before the post-hoc maps
         lines += [
             "",
             "## Post-hoc calibration maps",
             "",
-            "Vector scaling and matrix scaling with ODIR, each fitted by NLL on the validation "
-            "split, against temperature scaling.",
+            "Each fitted on the validation split at its default options, against temperature "
+            "scaling.",
             "",
-            markdown_line(
-                ["Metric", "Before", "After T", f"Vector, {spread}", f"Matrix, ODIR {odir}"]
-            ),
-            "|---|---:|---:|---:|---:|",
+            markdown_line(["Metric", "Before", "After T", *map(_method_title, post_hoc.items())]),
+            "|---|" + "---:|" * (2 + len(post_hoc)),
         ]
         for metric in ("error", *REPORT_METRICS):
-            reports = (before, after, vector, matrix)
+            reports = (before, after, *post_hoc.values())
             lines.append(
                 markdown_line([TITLES[metric], *(_with_interval(r, metric) for r in reports)])
             )
+        fitted = [
+            f"{name}: {_parameters(report['parameters'])}"
+            for name, report in post_hoc.items()
+            if report.get("parameters")
+        ]
+        if fitted:
+            lines += ["", "Fitted: " + "; ".join(fitted) + "."]
     return "\n".join(lines) + "\n"
+
+
+def _method_title(item: tuple[str, Mapping[str, Any]]) -> str:
+    """A post-hoc map's column title, with the ODIR penalties of vector and matrix scaling."""
+    name, report = item
+    if name == "vector":
+        spread, bias = report.get("spread_penalty", 0), report.get("bias_penalty", 0)
+        return f"Vector, λ = {spread:g}, μ = {bias:g}"
+    if name == "matrix":
+        return (
+            f"Matrix, ODIR λ = {report['off_diagonal_penalty']:g}, μ = {report['bias_penalty']:g}"
+        )
+    return name.capitalize()
+
+
+def _parameters(parameters: Mapping[str, Any]) -> str:
+    """``{"T": 1.5, "weights": [0.9, 0.1, 0.0]}`` as ``T = 1.5, weights = (0.9, 0.1, 0)``."""
+
+    def number(value: Any) -> str:
+        if isinstance(value, (list, tuple)):
+            return "(" + ", ".join(number(v) for v in value) + ")"
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    return ", ".join(f"{key} = {number(value)}" for key, value in parameters.items())
 
 
 def _unique(items: Iterable[Any]) -> tuple[Any, ...]:
