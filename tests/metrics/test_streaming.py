@@ -101,7 +101,7 @@ def test_bad_use():
         accumulator.compute()
     with pytest.raises(ValueError, match="scores have 4 classes, the accumulator 3"):
         accumulator.update(torch.randn(2, 4), torch.tensor([0, 1]))
-    with pytest.raises(ValueError, match="scores must be a floating-point tensor, got torch.int64"):
+    with pytest.raises(ValueError, match=r"must be a floating-point tensor, got torch\.int64"):
         accumulator.update([[1, 2, 3]], torch.tensor([0]))
     with pytest.raises(ValueError, match="num_classes"):
         CalibrationAccumulator(0)
