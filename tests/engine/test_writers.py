@@ -196,17 +196,24 @@ def test_resume_rebuilds_a_deleted_or_damaged_log_from_the_checkpoint(copy):
     (copy / "log.jsonl").unlink()
     train(TINY, copy, resume=True, progress=False)
     assert (copy / "log.jsonl").read_text() == log
-    (copy / "log.jsonl").write_text(log[:-20])  # a damaged line
-    with hold(copy):
-        assert read_history(copy) == [json.loads(line) for line in log.splitlines()]
-    assert (copy / "log.jsonl").read_text() == log
+    records = [json.loads(line) for line in log.splitlines()]
+    first_line = log.splitlines(keepends=True)[0]
+    # a damaged line; a log cut at a line's end, with or without its newline (each parses)
+    for damaged in (log[:-20], first_line, first_line[:-1]):
+        (copy / "log.jsonl").write_text(damaged)
+        with hold(copy):
+            assert read_history(copy) == records
+        assert (copy / "log.jsonl").read_text() == log
 
 
 def test_a_damaged_log_without_a_checkpoint_is_named(copy):
     (copy / "checkpoints" / "last.pt").unlink()
-    (copy / "log.jsonl").write_text('{"epoch": 1}\n{"epo')
-    with pytest.raises(ValueError, match=rf"{copy / 'log.jsonl'}: unreadable \(.*\) and no "):
-        read_history(copy)
+    for damaged in ('{"epoch": 1}\n{"epo', '{"epoch": 1}\n{"epoch": 2}'):  # cut: no newline
+        (copy / "log.jsonl").write_text(damaged)
+        with pytest.raises(ValueError, match=rf"{copy / 'log.jsonl'}: unreadable \(.*\) and no "):
+            read_history(copy)
+    (copy / "log.jsonl").write_text('{"epoch": 1}\n{"epoch": 2}\n')
+    assert read_history(copy) == [{"epoch": 1}, {"epoch": 2}]
 
 
 def test_taking_the_lock_removes_what_killed_writes_left(copy):

@@ -284,28 +284,38 @@ def _resume_state(config: TrainConfig, run_dir: Path, resume: bool) -> dict[str,
     return None
 
 
+def _log_text(history: list[dict[str, Any]]) -> str:
+    return "".join(json.dumps(record) + "\n" for record in history)
+
+
 def write_log(run_dir: str | os.PathLike[str], history: list[dict[str, Any]]) -> Path:
     """Write ``history`` (one record per epoch) to ``run_dir/log.jsonl``, atomically."""
-    text = "".join(json.dumps(record) + "\n" for record in history)
-    return atomic_write_text(Path(run_dir) / "log.jsonl", text)
+    return atomic_write_text(Path(run_dir) / "log.jsonl", _log_text(history))
 
 
 def read_history(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """The per-epoch records of ``run_dir/log.jsonl``. A missing or damaged log is rebuilt
-    from ``checkpoints/last.pt``, which carries the history (call it holding the run's lock);
-    without that checkpoint, a ``ValueError`` names the file."""
+    """The per-epoch records of the run in ``run_dir``. ``checkpoints/last.pt`` carries the
+    history, so where it exists it decides: a log that is missing, damaged or differs from it
+    (cut at a line's end, say) is rewritten from it (call this holding the run's lock).
+    Without that checkpoint the log is read, and a damaged one is a ``ValueError`` naming it."""
     path = Path(run_dir) / "log.jsonl"
-    try:
-        lines = path.read_text().splitlines()
-        return [json.loads(line) for line in lines if line.strip()]
-    except (OSError, ValueError) as error:  # JSONDecodeError and UnicodeDecodeError included
-        last = Path(run_dir) / "checkpoints" / "last.pt"
-        if not last.exists():
-            message = f"{path}: unreadable ({error}) and no {last} to rebuild it from"
-            raise ValueError(message) from error
+    last = Path(run_dir) / "checkpoints" / "last.pt"
+    if last.exists():
         history: list[dict[str, Any]] = load_checkpoint(last)["history"]
-        write_log(run_dir, history)
+        try:
+            same = path.read_text() == _log_text(history)
+        except (OSError, UnicodeDecodeError):
+            same = False
+        if not same:
+            write_log(run_dir, history)
         return history
+    try:
+        text = path.read_text()
+        if text and not text.endswith("\n"):  # every record ends its line: a cut write
+            raise ValueError("its last line is cut off")
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    except (OSError, ValueError) as error:  # JSONDecodeError and UnicodeDecodeError included
+        raise ValueError(f"{path}: unreadable ({error}) and no {last} to rebuild it from") from None
 
 
 def check_run(config: TrainConfig, run_dir: str | os.PathLike[str]) -> None:
