@@ -3,7 +3,6 @@
 import json
 import math
 
-import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
@@ -57,13 +56,17 @@ def test_report_equals_the_functional_metrics():
 
 def test_batching_does_not_change_a_single_bit():
     logits, labels = data()
-    whole = calibration_report(logits, labels, bootstrap_samples=30).to_dict()
+    whole = {
+        method: calibration_report(logits, labels, bootstrap_samples=30, interval_method=method)
+        for method in ("basic", "bca")  # BCa's jackknife groups follow the canonical order
+    }
     for sizes in ([1000, 1000, 1000], [1, 2999], [17] * 176 + [8]):
         accumulator = CalibrationAccumulator(7)
         order = torch.randperm(3000, generator=torch.Generator().manual_seed(len(sizes)))
         for chunk in order.split(sizes):
             accumulator.update(logits[chunk], labels[chunk])
-        assert accumulator.compute(bootstrap_samples=30).to_dict() == whole
+        for method, report in whole.items():
+            assert accumulator.compute(30, interval_method=method).to_dict() == report.to_dict()
 
 
 def test_segmentation_shaped_input_and_probabilities():
@@ -121,35 +124,48 @@ def test_reset_and_sync_without_distributed():
     assert accumulator.compute().num_samples == 10
 
 
-def test_bootstrap_interval_matches_a_percentile_reference():
-    logits, labels = data(400, seed=3)
-    low, high = bootstrap_interval(expected_calibration_error, logits, labels, 100, seed=5)
-    generator = torch.Generator().manual_seed(5)
-    values = []
-    for _ in range(100):
-        index = torch.randint(400, (400,), generator=generator)
-        values.append(expected_calibration_error(logits[index], labels[index]).item())
-    assert (low, high) == pytest.approx(tuple(np.percentile(values, [2.5, 97.5])), abs=1e-12)
-    assert low <= expected_calibration_error(logits, labels).item() <= high
-    other_seed = bootstrap_interval(expected_calibration_error, logits, labels, 100, seed=6)
-    assert other_seed != (low, high)
-
-
-def test_bootstrap_interval_shrinks_with_more_data():
-    small = bootstrap_interval(error_rate, *data(200, seed=4), 200)
-    large = bootstrap_interval(error_rate, *data(20000, seed=4), 200)
-    assert large[1] - large[0] < (small[1] - small[0]) / 4
-
-
 def test_report_intervals_use_the_report_samples():
     logits, labels = data(300, seed=8)
     report = calibration_report(logits, labels, bootstrap_samples=100, seed=2)
-    ece_interval = bootstrap_interval(expected_calibration_error, logits, labels, 100, seed=2)
+    ece_interval = bootstrap_interval(
+        expected_calibration_error, logits, labels, 100, seed=2, bounds=(0, 1)
+    )
     # the report resamples its canonically ordered samples, the function the raw order:
     # different resamples, so compare only what both must satisfy
     for low, high in (report.intervals["ece"], ece_interval):
         assert low <= report.ece <= high
     assert set(report.intervals) == {"error", "nll", "brier", "ece", "adaece", "debiased_ece"}
+    assert (report.interval_method, report.interval_level) == ("basic", 0.95)
+    assert report.to_dict()["interval_method"] == "basic"
+    assert calibration_report(logits, labels).interval_method is None
+
+
+def test_report_basic_intervals_reflect_the_percentile_ones():
+    """The same resamples (same seed): basic = (2θ̂ − high, 2θ̂ − low) of the percentile
+    interval, clipped to the metric's range, with θ̂ the report's own value."""
+    g = torch.Generator().manual_seed(0)
+    logits = 3 * torch.randn(400, 10, generator=g)
+    labels = torch.multinomial((logits / 3).softmax(1), 1, generator=g).squeeze(1)
+    basic, percentile = (  # calibrated at T = 3, so the basic intervals of the ECEs reach 0
+        calibration_report(logits, labels, bootstrap_samples=50, temperature=3.0,
+                           level=0.9, interval_method=m)
+        for m in ("basic", "percentile")
+    )  # fmt: skip
+    ranges = {"error": 1, "nll": math.inf, "brier": 2, "ece": 1, "adaece": 1, "debiased_ece": 1}
+    clipped = 0
+    for name, (low, high) in percentile.intervals.items():
+        theta, top = getattr(basic, name), ranges[name]
+        expected = (min(max(2 * theta - high, 0), top), min(max(2 * theta - low, 0), top))
+        # NLL, Brier and error: the report sums in fixed point, the resamples average
+        assert basic.intervals[name] == pytest.approx(expected, abs=1e-7), name
+        clipped += basic.intervals[name][0] == 0.0
+    assert clipped >= 1 and percentile.interval_method == "percentile"
+
+
+def test_an_unknown_interval_method_is_refused_even_without_resamples():
+    logits, labels = data(50)
+    with pytest.raises(ValueError, match="method must be one of basic, bca, percentile"):
+        calibration_report(logits, labels, interval_method="student")  # type: ignore[arg-type]
 
 
 def _distributed_worker(rank, world, init_file, logits, labels, out_dir):

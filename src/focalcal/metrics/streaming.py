@@ -33,7 +33,7 @@ from focalcal.metrics.binning import (
     equal_width_edges,
     to_fixed_point,
 )
-from focalcal.metrics.bootstrap import bootstrap
+from focalcal.metrics.bootstrap import IntervalMethod, bootstrap, check_method
 from focalcal.metrics.calibration import adaptive_bins, sample_brier, sample_nll
 from focalcal.metrics.extensions import debiased_from_bins, smooth_ece
 
@@ -47,7 +47,9 @@ class CalibrationReport:
     values (AdaECE, the debiased ECE on the same equal-mass bins, the smooth ECE and its
     automatic bandwidth) are ``None`` when the accumulator did not keep them. ``temperature``
     is the T the logits were divided by, ``None`` without temperature scaling. ``intervals``
-    maps a metric's name to its bootstrap ``(low, high)`` interval.
+    maps a metric's name to its bootstrap ``(low, high)`` interval, of the kind
+    ``interval_method`` (see :func:`focalcal.metrics.bootstrap.bootstrap`) at
+    ``interval_level``; both are ``None`` without intervals.
     """
 
     num_samples: int
@@ -68,6 +70,8 @@ class CalibrationReport:
     smooth_ece_bandwidth: float | None = None
     temperature: float | None = None
     intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+    interval_method: IntervalMethod | None = None
+    interval_level: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -196,6 +200,19 @@ class CalibrationAccumulator:
             self._samples = [torch.cat(self._samples, dim=1) if self._samples else empty]
         return self._top, self._classwise, self._totals, self._samples[0]
 
+    def sums(self) -> tuple[Bins, Bins, Tensor, Tensor]:
+        """The local statistics, for code that keeps them elsewhere (the torchmetrics
+        adapter): top-label bins, class-wise bins, the totals ``(5,)`` and the per-sample
+        values ``(4, M)`` (``(4, 0)`` without ``keep_samples``), all float64."""
+        return self._local()
+
+    def load_sums(self, top: Bins, classwise: Bins, totals: Tensor, samples: Tensor) -> None:
+        """Replace the statistics with ``sums()``' parts added up elsewhere (over batches or
+        ranks), as if they had been accumulated here; ``compute()`` then reports on them."""
+        self.num_samples = int(top.count.sum())
+        self._top, self._classwise, self._totals = top, classwise, totals
+        self._samples, self._synced = [samples], None
+
     def top_label_bins(self) -> Bins:
         """The equal-width top-label bins (for reliability diagrams), synced if ``sync`` ran."""
         return self._state()[0]
@@ -206,10 +223,16 @@ class CalibrationAccumulator:
         return (*self._local(), self.num_samples)
 
     def compute(
-        self, bootstrap_samples: int = 0, level: float = 0.95, seed: int = 0
+        self,
+        bootstrap_samples: int = 0,
+        level: float = 0.95,
+        seed: int = 0,
+        interval_method: IntervalMethod = "basic",
     ) -> CalibrationReport:
-        """The report; ``bootstrap_samples > 0`` adds seeded percentile intervals at ``level``
-        for error, NLL, Brier, ECE, AdaECE and the debiased ECE."""
+        """The report; ``bootstrap_samples > 0`` adds seeded bootstrap intervals at ``level``
+        (basic by default, clipped to each metric's range) for error, NLL, Brier, ECE, AdaECE
+        and the debiased ECE."""
+        check_method(interval_method)
         top, classwise, totals, samples, n = self._state()
         right, nll_whole, nll_frac, brier, infinite = (int(t) for t in totals)
         over, under = top.over_under()
@@ -227,8 +250,11 @@ class CalibrationAccumulator:
             }
             if bootstrap_samples:
                 per_sample["intervals"] = _intervals(
-                    samples, top.edges.double(), self.num_bins, bootstrap_samples, level, seed
-                )
+                    samples, top.edges.double(), self.num_bins,
+                    bootstrap_samples, level, seed, interval_method,
+                )  # fmt: skip
+                per_sample["interval_method"] = interval_method
+                per_sample["interval_level"] = level
         return CalibrationReport(
             num_samples=n,
             num_classes=self.num_classes,
@@ -285,8 +311,25 @@ def _all_gather_columns(local: Tensor) -> Tensor:
     return torch.cat([g[:, : int(s)] for g, s in zip(gathered, sizes, strict=True)], dim=1)
 
 
+RANGES = {
+    "error": (0.0, 1.0),
+    "nll": (0.0, math.inf),
+    "brier": (0.0, 2.0),
+    "ece": (0.0, 1.0),
+    "adaece": (0.0, 1.0),
+    "debiased_ece": (0.0, 1.0),
+}
+"""The range of each metric with an interval, which the (basic) interval is clipped to."""
+
+
 def _intervals(
-    samples: Tensor, edges: Tensor, num_bins: int, resamples: int, level: float, seed: int
+    samples: Tensor,
+    edges: Tensor,
+    num_bins: int,
+    resamples: int,
+    level: float,
+    seed: int,
+    method: IntervalMethod,
 ) -> dict[str, tuple[float, float]]:
     """Bootstrap intervals of the metrics computed from per-sample values."""
     confidence, right, nll, brier = samples
@@ -304,7 +347,8 @@ def _intervals(
             "debiased_ece": float(debiased_from_bins(equal_mass)),
         }
 
-    return bootstrap(statistic, samples.shape[1], resamples, level, seed, samples.device)
+    num_samples, device = samples.shape[1], samples.device
+    return bootstrap(statistic, num_samples, resamples, level, seed, device, method, RANGES)
 
 
 def calibration_report(
@@ -316,9 +360,12 @@ def calibration_report(
     level: float = 0.95,
     seed: int = 0,
     temperature: float | None = None,
+    interval_method: IntervalMethod = "basic",
 ) -> CalibrationReport:
     """Every metric of ``(scores, labels)`` in one :class:`CalibrationReport`; with
-    ``temperature``, of ``logits / temperature``, and the report records T.
+    ``temperature``, of ``logits / temperature``, and the report records T. With
+    ``bootstrap_samples > 0``, bootstrap intervals at ``level`` (``interval_method``, see
+    :meth:`CalibrationAccumulator.compute`).
 
     Example:
         >>> import torch
@@ -330,4 +377,4 @@ def calibration_report(
     num_classes = scores.shape[1] if scores.dim() >= 2 else 1
     accumulator = CalibrationAccumulator(num_classes, num_bins, from_probs, temperature=temperature)
     accumulator.update(scores, labels)
-    return accumulator.compute(bootstrap_samples, level, seed)
+    return accumulator.compute(bootstrap_samples, level, seed, interval_method)
