@@ -218,8 +218,8 @@ def load_calibrator(path: str | Path) -> Calibrator:
     path = Path(path)
     try:
         data = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not a focalcal calibrator: not JSON ({error})") from None
     return calibrator_from_dict(data, str(path))
 
 
