@@ -1,8 +1,12 @@
 """The README's example runs on the real Fashion-MNIST files (installed by scripts/setup.sh)."""
 
+import csv
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,3 +26,23 @@ def test_fashion_mnist_example_trains_and_reports(tmp_path):
         assert 5.0 < values["error %"] < 60.0  # learned in 3 epochs: far from chance (90 %)
         assert 0.0 <= values["ECE (T) %"] <= 100.0 and 0.1 <= values["T"] <= 10.0
         assert (tmp_path / f"reliability_{row[0].strip()}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("data", ["fashion-mnist", "smoke"])
+def test_lightning_example_logs_ece_and_adaece_every_validation_epoch(tmp_path, data):
+    pytest.importorskip("lightning")
+    command = [sys.executable, str(ROOT / "examples" / "train_lightning.py"), "--epochs", "2"]
+    command += ["--train-size", "384", "--validation-size", "256", "--accelerator", "cpu"]
+    command += ["--out", str(tmp_path), *(["--smoke"] if data == "smoke" else [])]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=True)
+    epochs = re.findall(r"^epoch (\d): val error .* ECE (\S+) %, AdaECE (\S+) % \(256 images\)$",
+                        result.stdout, re.MULTILINE)  # fmt: skip
+    assert [epoch for epoch, _, _ in epochs] == ["0", "1"]  # not the sanity check's
+    with (tmp_path / "metrics.csv").open() as file:
+        logged = [row for row in csv.DictReader(file) if row["val_ece"]]
+    assert [row["epoch"] for row in logged] == ["0", "1"]
+    for (_, ece, adaece), row in zip(epochs, logged, strict=True):
+        assert 0.0 < float(row["val_ece"]) < 1.0 and 0.0 < float(row["val_adaece"]) < 1.0
+        assert float(ece) == pytest.approx(100 * float(row["val_ece"]), abs=0.01)
+        assert float(adaece) == pytest.approx(100 * float(row["val_adaece"]), abs=0.01)
+        assert 0.0 <= float(row["val_error"]) < 0.9  # FLSD-53 learns: below chance

@@ -22,6 +22,13 @@ def accumulated(scores, labels, from_probs):
     return accumulator.compute(bootstrap_samples=5), accumulator.top_label_bins()
 
 
+def torchmetric(scores, labels, from_probs):
+    metric = metrics.CalibrationMetric(C, from_probs=from_probs, bootstrap_samples=5)
+    metric.update(scores[: N // 2], labels[: N // 2])
+    metric(scores[N // 2 :], labels[N // 2 :])  # forward() as well
+    return metric.compute()
+
+
 def top_label(scores, labels):
     return scores.amax(1), scores.argmax(1) == labels
 
@@ -64,6 +71,7 @@ CALLS = {
         metrics.ece, s, y, 5, from_probs=p
     ),
     "CalibrationAccumulator": accumulated,
+    "CalibrationMetric": torchmetric,
     "auroc": lambda s, y, p: metrics.auroc(s[:30, 0], s[30:, 0]),
     "roc_curve": lambda s, y, p: metrics.roc_curve(s[:30, 0], s[30:, 0]),
     "smooth_ece": lambda s, y, p: (

@@ -1,4 +1,11 @@
-"""Calibration metrics: exact to the bin edge, vectorised, streaming and distributed."""
+"""Calibration metrics: exact to the bin edge, vectorised, streaming and distributed.
+
+``CalibrationMetric`` (a ``torchmetrics.Metric``) is imported on first use, and listed in
+``__all__`` only where torchmetrics is installed, so the rest needs no torchmetrics.
+"""
+
+from importlib.util import find_spec
+from typing import Any
 
 from focalcal.metrics.binning import Bins
 from focalcal.metrics.bootstrap import bootstrap_interval
@@ -57,3 +64,14 @@ __all__ = [
     "smooth_calibration_error",
     "smooth_ece",
 ]
+
+if find_spec("torchmetrics") is not None:
+    __all__ += ["CalibrationMetric"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "CalibrationMetric":  # ImportError naming the extra without torchmetrics
+        from focalcal.metrics.torchmetric import CalibrationMetric
+
+        return CalibrationMetric
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
