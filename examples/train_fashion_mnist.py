@@ -2,6 +2,7 @@
 
     python examples/train_fashion_mnist.py                      # CE vs FLSD-53, about 3 minutes
     python examples/train_fashion_mnist.py --losses fl-3 brier --epochs 10
+    python examples/train_fashion_mnist.py --losses ce --save-predictions runs/predictions
 
 Uses the original IDX files that Debian's ``dataset-fashion-mnist`` package installs in
 /usr/share/datasets/fashion-mnist (or ``--root DIR``), through ``focalcal.data``: the first
@@ -10,7 +11,9 @@ validation part. It trains the registry's ``small-cnn`` on them long enough to o
 regime where cross-entropy becomes over-confident), fits a temperature on the validation
 images with the paper's ECE grid, and prints each loss's
 test error, NLL, ECE, AdaECE and Classwise-ECE before and after temperature scaling. The
-reliability diagrams (before | after T) go to ``--out``.
+reliability diagrams (before | after T) go to ``--out``. With ``--save-predictions DIR``, each
+loss's validation and test logits and labels go to ``DIR/LOSS/val.npz`` and ``test.npz``, the
+files ``focalcal calibrate --val ... --test ...`` reads.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import argparse
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -71,6 +75,8 @@ def main() -> None:
     parser.add_argument("--validation-size", type=int, default=1000)
     parser.add_argument("--root", type=Path, help="data folder (default: Debian's files)")
     parser.add_argument("--out", type=Path, default=Path("runs/fashion_mnist_example"))
+    parser.add_argument("--save-predictions", type=Path, metavar="DIR",
+                        help="write DIR/LOSS/val.npz and test.npz (logits, labels)")  # fmt: skip
     args = parser.parse_args()
 
     train = load_dataset("fashion-mnist", args.root, "train", subset=args.train_size)
@@ -84,8 +90,18 @@ def main() -> None:
     for name in args.losses:
         start = time.perf_counter()
         model = train_model(name, train, validation, args.epochs, args.seed)
-        temperature = fit_temperature(predict(model, validation), validation.labels)
+        val_logits = predict(model, validation)
+        temperature = fit_temperature(val_logits, validation.labels)
         logits, y_test = predict(model, test), test.labels
+        if args.save_predictions:
+            folder = args.save_predictions / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for split, split_logits, labels in (("val", val_logits, validation.labels),
+                                                ("test", logits, y_test)):  # fmt: skip
+                np.savez(
+                    folder / f"{split}.npz", logits=split_logits.numpy(), labels=labels.numpy()
+                )
+            print(f"  predictions: {folder}/val.npz, {folder}/test.npz")
         before = calibration_report(logits, y_test)
         after = calibration_report(logits, y_test, temperature=temperature)
         rows[name] = {

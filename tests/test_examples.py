@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from focalcal.calibrate import read_predictions
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -15,6 +17,7 @@ def test_fashion_mnist_example_trains_and_reports(tmp_path):
     command = [sys.executable, str(ROOT / "examples" / "train_fashion_mnist.py")]
     command += ["--losses", "ce", "flsd-53", "flsc-531", "--epochs", "3", "--train-size", "1024"]
     command += ["--validation-size", "500", "--out", str(tmp_path)]
+    command += ["--save-predictions", str(tmp_path / "predictions")]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=True)
     assert "1024 training, 500 validation and 10000 test images" in result.stdout
     rows = [line.split("|")[1:-1] for line in result.stdout.splitlines() if line.startswith("| ")]
@@ -26,6 +29,10 @@ def test_fashion_mnist_example_trains_and_reports(tmp_path):
         assert 5.0 < values["error %"] < 60.0  # learned in 3 epochs: far from chance (90 %)
         assert 0.0 <= values["ECE (T) %"] <= 100.0 and 0.1 <= values["T"] <= 10.0
         assert (tmp_path / f"reliability_{row[0].strip()}.png").read_bytes()[:4] == b"\x89PNG"
+    # what focalcal calibrate reads: each loss's validation and test logits and labels
+    val = read_predictions(tmp_path / "predictions" / "flsd-53" / "val.npz")
+    test = read_predictions(tmp_path / "predictions" / "flsd-53" / "test.npz")
+    assert (len(val.labels), len(test.labels), test.num_classes) == (500, 10000, 10)
 
 
 @pytest.mark.parametrize("data", ["fashion-mnist", "smoke"])

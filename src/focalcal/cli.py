@@ -1,4 +1,4 @@
-"""The command line: ``focalcal train | evaluate | reproduce | gamma | list``.
+"""The command line: ``focalcal train | evaluate | reproduce | calibrate | gamma | list``.
 
 Exit status: 0 on success, 2 for bad arguments (argparse's convention), 1 when a run fails; an
 error is one line on stderr.
@@ -149,6 +149,65 @@ def _reproduce(args: argparse.Namespace) -> None:
     print(f"\ntables, figures and runs in {out}/")
 
 
+def _calibrate(args: argparse.Namespace) -> None:
+    from focalcal import calibrate as cal
+
+    if args.apply is not None:
+        _apply_calibrator(args)
+        return
+    if args.val is None or args.test is None:
+        raise UsageError("give --val and --test (or --apply CALIBRATOR --scores NEW)")
+    if args.bootstrap < 0:
+        raise UsageError(f"--bootstrap must be >= 0, got {args.bootstrap}")
+    try:
+        val, test = cal.read_predictions(args.val), cal.read_predictions(args.test)
+        for data in (val, test):
+            print(f"{data.source}: {len(data.scores)} samples, {data.num_classes} classes; "
+                  f"{'; '.join(data.notes)}", file=sys.stderr)  # fmt: skip
+        result = cal.calibrate(val, test, args.method, num_bins=args.bins,
+                               bootstrap_samples=args.bootstrap, seed=args.seed,
+                               progress=not args.quiet)  # fmt: skip
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    out = args.out or Path("runs") / "calibration"
+    cal.write_calibration(out, result, test)
+    print((out / "calibration.md").read_text(), end="")
+    warning = cal.worse_warning(result)
+    if warning:
+        print(f"focalcal calibrate: warning: {warning}", file=sys.stderr)
+    print(
+        f"\nreport, diagrams and calibrators in {out}/; apply one to new scores with "
+        f"focalcal calibrate --apply {out / 'calibrators' / 'METHOD.json'} --scores NEW"
+    )
+
+
+def _apply_calibrator(args: argparse.Namespace) -> None:
+    from focalcal import calibrate as cal
+    from focalcal.metrics import expected_calibration_error
+    from focalcal.scaling import load_calibrator
+
+    if args.scores is None:
+        raise UsageError("--apply needs --scores: the predictions to calibrate")
+    try:
+        calibrator = load_calibrator(args.apply)
+        data = cal.read_predictions(args.scores, labels=False)
+        if data.num_classes != calibrator.num_classes:
+            raise ValueError(f"{data.source} has {data.num_classes} classes, the calibrator "
+                             f"{args.apply} {calibrator.num_classes}")  # fmt: skip
+        first = Path(args.scores[0])
+        output = args.output or first.with_name(f"{first.stem}.calibrated.npz")
+        log_probs = calibrator.transform(data.scores)
+        cal.write_scores(output, log_probs, data.labels)
+    except (ValueError, FileNotFoundError) as error:
+        raise UsageError(str(error)) from None
+    print(f"{data.source}: {len(log_probs)} samples calibrated by {calibrator.name} "
+          f"({'; '.join(data.notes)}) -> {output}")  # fmt: skip
+    if data.labels is not None:
+        before = float(expected_calibration_error(data.scores, data.labels))
+        after = float(expected_calibration_error(log_probs, data.labels))
+        print(f"ECE {100 * before:.2f} % -> {100 * after:.2f} %")
+
+
 def _shard(text: str) -> tuple[int, int]:
     index, sep, count = text.partition("/")
     try:
@@ -188,9 +247,11 @@ def _list(args: argparse.Namespace) -> None:
     from focalcal.experiments.presets import PRESETS
     from focalcal.losses import loss_names
     from focalcal.models import model_names
+    from focalcal.scaling import calibrator_names
 
     for title, names in (("losses", loss_names()), ("models", model_names()),
-                         ("datasets", dataset_names()), ("presets", list(PRESETS))):  # fmt: skip
+                         ("datasets", dataset_names()), ("presets", list(PRESETS)),
+                         ("calibrators", calibrator_names())):  # fmt: skip
         print(f"{title}: {', '.join(names)}")
 
 
@@ -241,6 +302,58 @@ def parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--out", type=Path, help="default: runs/reproduce-PRESET")
     reproduce.add_argument("--quiet", action="store_true")
     reproduce.set_defaults(handler=_reproduce)
+
+    calibrate = commands.add_parser(
+        "calibrate",
+        help="calibrate saved predictions: fit post-hoc maps on VAL, report them on TEST",
+        description="Fit post-hoc calibration maps on validation predictions, report every "
+        "metric on test predictions before and after each, and save each fitted map; or, with "
+        "--apply, calibrate new predictions with a saved map. A predictions file is .npz "
+        "(arrays logits or probs, and labels), .pt/.pth (a dict of tensors with those keys), "
+        ".csv (a column per class and a label column) or two .npy files (scores, labels).",
+        epilog="example: focalcal calibrate --val val.npz --test test.npz --out runs/cal",
+    )
+    calibrate.add_argument(
+        "--val",
+        nargs="+",
+        metavar="FILE",
+        help="validation predictions: what the maps are fitted on",
+    )
+    calibrate.add_argument(
+        "--test", nargs="+", metavar="FILE", help="test predictions: what the report measures"
+    )
+    calibrate.add_argument(
+        "--method",
+        nargs="+",
+        metavar="NAME",
+        help="post-hoc maps to fit (default: all; matrix and dirichlet only up to 100 classes)",
+    )
+    calibrate.add_argument("--bins", type=int, default=15, help="bins of the metrics (15)")
+    calibrate.add_argument(
+        "--bootstrap",
+        type=int,
+        default=200,
+        help="bootstrap resamples of the test set for intervals (200; 0: none)",
+    )
+    calibrate.add_argument("--seed", type=int, default=0, help="of the bootstrap (0)")
+    calibrate.add_argument("--out", type=Path, help="default: runs/calibration")
+    calibrate.add_argument(
+        "--apply",
+        type=Path,
+        metavar="CALIBRATOR",
+        help="a saved calibrator (calibrators/METHOD.json) to apply",
+    )
+    calibrate.add_argument(
+        "--scores",
+        nargs="+",
+        metavar="FILE",
+        help="with --apply: the predictions to calibrate (labels optional)",
+    )
+    calibrate.add_argument(
+        "--output", type=Path, help="with --apply: .npz (default NAME.calibrated.npz), .pt or .csv"
+    )
+    calibrate.add_argument("--quiet", action="store_true", help="no progress bar")
+    calibrate.set_defaults(handler=_calibrate)
 
     gamma = commands.add_parser("gamma", help="the Lambert-W γ for a probability threshold")
     gamma.add_argument("--p0", type=float, required=True, help="threshold in (0, 0.5)")

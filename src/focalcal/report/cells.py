@@ -4,8 +4,9 @@ how it is written, shared by the paper-style tables and the comparisons."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 LOSS_LABELS = {
     "ce": "CE",
@@ -118,3 +119,23 @@ def markdown_line(values: Sequence[str]) -> str:
 
 def spread(std: float | None, sign: str = "±") -> str:
     return "" if std is None else f" {sign} {100 * std:.2f}"
+
+
+def with_interval(report: Mapping[str, Any], metric: str) -> str:
+    """A report's ``metric`` in percent, with its interval ``[low, high]`` where it has one."""
+    text = format_percent(report.get(metric))
+    interval = report.get("intervals", {}).get(metric)
+    if interval is not None:
+        text += f" [{format_percent(interval[0])}, {format_percent(interval[1])}]"
+    return text
+
+
+def format_parameters(parameters: Mapping[str, Any]) -> str:
+    """``{"T": 1.5, "weights": [0.9, 0.1, 0.0]}`` as ``T = 1.5, weights = (0.9, 0.1, 0)``."""
+
+    def number(value: Any) -> str:
+        if isinstance(value, (list, tuple)):
+            return "(" + ", ".join(number(v) for v in value) + ")"
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    return ", ".join(f"{key} = {number(value)}" for key, value in parameters.items())

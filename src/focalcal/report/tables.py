@@ -35,12 +35,14 @@ from focalcal._io import atomic_write_text
 from focalcal.report.cells import (
     Cell,
     format_cell,
+    format_parameters,
     format_percent,
     format_temperature,
     loss_label,
     markdown_line,
     mean_cell,
     spread,
+    with_interval,
 )
 from focalcal.report.comparison import comparison_markdown, post_hoc_columns
 
@@ -339,7 +341,7 @@ def evaluation_markdown(evaluation: Mapping[str, Any]) -> str:
         "|---|---:|---:|",
     ]
     for metric in ("error", *REPORT_METRICS):
-        values = [_with_interval(report, metric) for report in (before, after)]
+        values = [with_interval(report, metric) for report in (before, after)]
         lines.append(markdown_line([TITLES[metric], *values]))
     for spec, entry in evaluation.get("ood", {}).items():
         for score, auroc in entry.items():
@@ -361,10 +363,10 @@ def evaluation_markdown(evaluation: Mapping[str, Any]) -> str:
         for metric in ("error", *REPORT_METRICS):
             reports = (before, after, *post_hoc.values())
             lines.append(
-                markdown_line([TITLES[metric], *(_with_interval(r, metric) for r in reports)])
+                markdown_line([TITLES[metric], *(with_interval(r, metric) for r in reports)])
             )
         fitted = [
-            f"{name}: {_parameters(report['parameters'])}"
+            f"{name}: {format_parameters(report['parameters'])}"
             for name, report in post_hoc.items()
             if report.get("parameters")
         ]
@@ -384,17 +386,6 @@ def _method_title(item: tuple[str, Mapping[str, Any]]) -> str:
             f"Matrix, ODIR λ = {report['off_diagonal_penalty']:g}, μ = {report['bias_penalty']:g}"
         )
     return name.capitalize()
-
-
-def _parameters(parameters: Mapping[str, Any]) -> str:
-    """``{"T": 1.5, "weights": [0.9, 0.1, 0.0]}`` as ``T = 1.5, weights = (0.9, 0.1, 0)``."""
-
-    def number(value: Any) -> str:
-        if isinstance(value, (list, tuple)):
-            return "(" + ", ".join(number(v) for v in value) + ")"
-        return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-    return ", ".join(f"{key} = {number(value)}" for key, value in parameters.items())
 
 
 def _unique(items: Iterable[Any]) -> tuple[Any, ...]:
@@ -446,11 +437,3 @@ def _latex_cells(cell: Cell | None, columns: int) -> list[str]:
     if cell.temperature is not None:
         after += f" ({format_temperature(cell.temperature)})"
     return [before, after]
-
-
-def _with_interval(report: Mapping[str, Any], metric: str) -> str:
-    text = format_percent(report.get(metric))
-    interval = report.get("intervals", {}).get(metric)
-    if interval is not None:
-        text += f" [{format_percent(interval[0])}, {format_percent(interval[1])}]"
-    return text
