@@ -14,13 +14,17 @@ from focalcal.calibrate import (
     Predictions,
     calibrate,
     calibration_markdown,
-    default_methods,
     read_predictions,
     write_calibration,
 )
 from focalcal.cli import main
 from focalcal.metrics import calibration_report, expected_calibration_error
-from focalcal.scaling import calibrator_names, fit_calibrator, load_calibrator
+from focalcal.scaling import (
+    calibrator_names,
+    default_calibrators,
+    fit_calibrator,
+    load_calibrator,
+)
 
 C = 4
 
@@ -275,7 +279,7 @@ def test_the_command_line_refuses_bad_input_with_exit_2(files, capsys, args, mes
 
 
 def test_full_matrix_maps_are_fitted_by_default_only_up_to_100_classes():
-    assert default_methods(100) == calibrator_names()
-    many = default_methods(101)
+    assert default_calibrators(100) == calibrator_names()
+    many = default_calibrators(101)
     assert "matrix" not in many and "dirichlet" not in many
     assert many == [n for n in calibrator_names() if n not in ("matrix", "dirichlet")]

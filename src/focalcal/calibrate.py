@@ -40,13 +40,17 @@ from focalcal._checks import looks_like_probabilities
 from focalcal._io import atomic_write, atomic_write_text
 from focalcal.metrics import calibration_report, reliability_bins
 from focalcal.report.cells import format_parameters, format_percent, markdown_line, with_interval
-from focalcal.scaling import Calibrator, calibrator_names, fit_calibrator, save_calibrator
+from focalcal.scaling import (
+    Calibrator,
+    calibrator_names,
+    default_calibrators,
+    fit_calibrator,
+    save_calibrator,
+)
 
 SCORE_KEYS = ("logits", "probs")
 LABEL_KEYS = ("labels", "label", "targets", "target", "y")
 SUFFIXES = (".npz", ".pt", ".pth", ".npy", ".csv")
-FULL_MATRIX_METHODS = ("matrix", "dirichlet")
-FULL_MATRIX_CLASSES = 100  # above it, the full-matrix maps are fitted only when named
 METRICS = ("ece", "adaece", "classwise_ece", "mce", "nll", "brier", "error")
 TITLES = {
     "ece": "ECE (%)",
@@ -270,8 +274,9 @@ def calibrate(
     seed: int = 0,
     progress: bool = False,
 ) -> Calibration:
-    """Fit every method of ``methods`` (default: :func:`default_methods`) on ``val``
-    at its default options and report every metric of ``test`` before and after it, with
+    """Fit every method of ``methods`` (default:
+    :func:`~focalcal.scaling.default_calibrators`) on ``val`` at its default options and
+    report every metric of ``test`` before and after it, with
     ``bootstrap_samples`` basic-bootstrap intervals at ``level`` (0: none).
 
     Example:
@@ -287,7 +292,7 @@ def calibrate(
         >>> result.summary["methods"]["temperature"]["ece"] < result.summary["before"]["ece"]
         True
     """
-    names = list(methods) if methods is not None else default_methods(val.num_classes)
+    names = list(methods) if methods is not None else default_calibrators(val.num_classes)
     for name in names:
         if name not in calibrator_names():
             raise ValueError(f"unknown method {name!r}; expected one of {calibrator_names()}")
@@ -341,15 +346,6 @@ def calibrate(
         "worse": worse,
     }
     return Calibration(summary, calibrators, worse)
-
-
-def default_methods(num_classes: int) -> list[str]:
-    """Every method of :func:`calibrator_names` but, above :data:`FULL_MATRIX_CLASSES` classes,
-    those that fit a full C × C matrix (``matrix``, ``dirichlet``: a million parameters at 1 000
-    classes); name them to fit them anyway."""
-    if num_classes <= FULL_MATRIX_CLASSES:
-        return calibrator_names()
-    return [name for name in calibrator_names() if name not in FULL_MATRIX_METHODS]
 
 
 def worse_warning(calibration: Calibration) -> str | None:

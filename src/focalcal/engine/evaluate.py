@@ -27,7 +27,7 @@ Dirichlet calibration), each fitted on the same validation logits.
         "vector": {..., "parameters": {}, "spread_penalty": 1.0, "bias_penalty": 1.0},
         "matrix": {..., "parameters": {}, "off_diagonal_penalty": 9.0, "bias_penalty": 1.0},
         "isotonic": {..., "parameters": {...}},   # Calibrator.summary(): the fitted numbers
-        ...                               # one per calibrator_names() but "temperature",
+        ...                               # one per default_calibrators() but "temperature",
       },                                  #   each fitted on the validation split
       "ood": {                            # one entry per OOD set, keyed by its spec
         "svhn": {
@@ -73,7 +73,7 @@ from focalcal.report.tables import evaluation_markdown
 from focalcal.scaling import (
     ODIR_RATE,
     Objective,
-    calibrator_names,
+    default_calibrators,
     fit_calibrator,
     fit_temperature,
     odir_penalties,
@@ -224,7 +224,7 @@ def _evaluate(
         for when, t in (("before", None), ("after", temperature))
     }
     post_hoc = {}
-    for name in calibrator_names():
+    for name in default_calibrators(logits["val"].shape[1]):
         if name == "temperature":  # the "after" above, by the evaluation's objective
             continue
         calibrator = fit_calibrator(name, logits["val"], labels["val"])
@@ -235,7 +235,8 @@ def _evaluate(
         )
         post_hoc[name] = {**report.to_dict(), "parameters": calibrator.summary()}
     off_diagonal, bias = odir_penalties(logits["val"].shape[1])  # fit_matrix_scaling's default
-    post_hoc["matrix"].update(off_diagonal_penalty=off_diagonal, bias_penalty=bias)
+    if "matrix" in post_hoc:  # not above FULL_MATRIX_CLASSES classes
+        post_hoc["matrix"].update(off_diagonal_penalty=off_diagonal, bias_penalty=bias)
     rate = ODIR_RATE * logits["val"].shape[1]  # fit_vector_scaling's default penalties
     post_hoc["vector"].update(spread_penalty=rate, bias_penalty=rate)
     state = load_checkpoint(path)

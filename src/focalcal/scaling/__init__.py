@@ -17,6 +17,7 @@ from focalcal.scaling.affine import (
 from focalcal.scaling.calibrators import (
     Calibrator,
     calibrator_names,
+    default_calibrators,
     fit_calibrator,
     load_calibrator,
     save_calibrator,
@@ -44,6 +45,7 @@ __all__ = [
     "Objective",
     "TemperatureScaled",
     "calibrator_names",
+    "default_calibrators",
     "ece_per_temperature",
     "fit_calibrator",
     "fit_matrix_scaling",

@@ -114,6 +114,26 @@ def calibrator_names() -> list[str]:
     return list(_REGISTRY)
 
 
+FULL_MATRIX = ("matrix", "dirichlet")
+FULL_MATRIX_CLASSES = 100
+"""Above this many classes :func:`default_calibrators` leaves out the maps that fit a full
+C × C matrix (:data:`FULL_MATRIX`: a million parameters at 1 000 classes)."""
+
+
+def default_calibrators(num_classes: int) -> list[str]:
+    """The methods ``focalcal calibrate`` and ``evaluate`` fit unless told otherwise: every one
+    of :func:`calibrator_names`, but those of :data:`FULL_MATRIX` only up to
+    :data:`FULL_MATRIX_CLASSES` classes (name them to fit them anyway).
+
+    Example:
+        >>> "matrix" in default_calibrators(10), "matrix" in default_calibrators(200)
+        (True, False)
+    """
+    if num_classes <= FULL_MATRIX_CLASSES:
+        return calibrator_names()
+    return [name for name in calibrator_names() if name not in FULL_MATRIX]
+
+
 def calibrator_class(name: str) -> type[Calibrator]:
     if name not in _REGISTRY:
         raise ValueError(f"unknown calibrator {name!r}; expected one of {calibrator_names()}")
