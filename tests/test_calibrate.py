@@ -115,6 +115,10 @@ def test_bad_files_are_refused_naming_the_file(tmp_path, arrays, message):
         read_predictions(path)
 
 
+class Unsafe:
+    """Pickled by reference to this module: weights_only loading must refuse it unrun."""
+
+
 def test_bad_paths_and_csv_are_refused_naming_the_file(tmp_path):
     (tmp_path / "empty.csv").write_text("")
     (tmp_path / "ragged.csv").write_text("a,b,label\n0.1,0.2,0\n0.3,1\n")
@@ -122,6 +126,8 @@ def test_bad_paths_and_csv_are_refused_naming_the_file(tmp_path):
     (tmp_path / "nolabel.csv").write_text("a,b\n0.1,0.2\n")
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     (tmp_path / "x.txt").write_text("")
+    torch.save({"logits": Unsafe(), "labels": torch.zeros(1)}, tmp_path / "code.pt")
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "code.pt").read_bytes()[:50])
     cases = {
         "empty.csv": "the file is empty",
         "ragged.csv": "line 3 has 2 fields, the header 3",
@@ -130,10 +136,13 @@ def test_bad_paths_and_csv_are_refused_naming_the_file(tmp_path):
         "junk.npz": "cannot be read",
         "x.txt": "unknown format '.txt'",
         "missing.npz": "no such file",
+        "code.pt": "cannot be read: it holds objects other than tensors .* refused unrun",
+        "cut.pt": "cannot be read: damaged or truncated",
     }
     for name, message in cases.items():
-        with pytest.raises(ValueError, match=rf"{tmp_path / name}: {message}"):
+        with pytest.raises(ValueError, match=rf"{tmp_path / name}: {message}") as caught:
             read_predictions(tmp_path / name)
+        assert "allow_pickle" not in str(caught.value) and "weights_only" not in str(caught.value)
     with pytest.raises(ValueError, match=r"give the labels' \.npy file after it"):
         np.save(tmp_path / "s.npy", np.zeros((2, 2)))
         read_predictions(tmp_path / "s.npy")

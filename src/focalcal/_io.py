@@ -1,9 +1,11 @@
-"""Files written atomically: readers see the old file or the new one, never a partial one."""
+"""Files written atomically (readers see the old file or the new one, never a partial one),
+and tensors read without running pickled code."""
 
 from __future__ import annotations
 
 import io
 import os
+import pickle
 import re
 import secrets
 import sys
@@ -16,7 +18,14 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["atomic_write", "atomic_write_text", "remove_temporaries", "tomllib"]
+__all__ = [
+    "UnreadableFile",
+    "atomic_write",
+    "atomic_write_text",
+    "load_tensors",
+    "remove_temporaries",
+    "tomllib",
+]
 
 # atomic_write's temporary beside NAME: ".NAME.<16 hex digits>.tmp"
 _TEMPORARY = re.compile(r"\..+\.[0-9a-f]{16}\.tmp")
@@ -118,3 +127,42 @@ def remove_temporaries(directory: str | os.PathLike[str]) -> list[Path]:
                 path.unlink(missing_ok=True)
                 removed.append(path)
     return sorted(removed)
+
+
+class UnreadableFile(ValueError):
+    """A file :func:`load_tensors` refused; the message says why in one line, without the
+    path (the caller names the file and what it was meant to be)."""
+
+
+def load_tensors(path: Path) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU: tensors and plain containers only,
+    pickled code refused unrun. A damaged or refused file is an :class:`UnreadableFile`
+    saying why in one line (never torch's advice to load with ``weights_only=False``); a file
+    that cannot be opened (missing, a directory) keeps its ``OSError``, which names it."""
+    import warnings
+
+    import torch
+
+    try:
+        with warnings.catch_warnings():  # torch warns in several lines about odd pickles
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a damaged file fails in many ways: KeyError, EOFError, ...
+        if isinstance(error, MemoryError) or (isinstance(error, OSError) and error.filename):
+            raise  # no memory, or no file to read (missing, a directory): the error says so
+        raise UnreadableFile(_reason(path, error)) from error
+
+
+def _reason(path: Path, error: Exception) -> str:
+    """torch's error in one line, without its advice to load with ``weights_only=False``."""
+    text = str(error)
+    if isinstance(error, pickle.UnpicklingError) and "weights_only" in text:
+        found = re.search(r"GLOBAL \S+|operand \d+", text)
+        unsupported = f" (unsupported {found[0]})" if found else ""
+        what = "it holds objects other than tensors and plain containers, or is damaged"
+        return f"{what}; refused unrun{unsupported}"
+    if path.stat().st_size == 0:
+        return "the file is empty (0 bytes)"
+    first = text.strip().split("\n")[0].split(". ")[0]  # torch's advice follows
+    kind = type(error).__name__
+    return f"damaged or truncated ({kind}: {first})" if first else f"damaged or truncated ({kind})"

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from focalcal._checks import looks_like_probabilities
-from focalcal._io import atomic_write, atomic_write_text
+from focalcal._io import UnreadableFile, atomic_write, atomic_write_text, load_tensors
 from focalcal.metrics import calibration_report, reliability_bins
 from focalcal.report.cells import format_parameters, format_percent, markdown_line, with_interval
 from focalcal.scaling import (
@@ -138,7 +138,10 @@ def _read(files: list[Path], need_labels: bool) -> tuple[Any, Any, list[str]]:
         arrays: Mapping[str, Any] = _numpy(files[0])
         kind = "arrays"
     else:
-        arrays = torch.load(files[0], map_location="cpu", weights_only=True)
+        try:
+            arrays = load_tensors(files[0])
+        except UnreadableFile as error:
+            raise ValueError(f"cannot be read: {error}") from None
         if not isinstance(arrays, Mapping):
             raise ValueError(f"expected a dict of tensors, got {type(arrays).__name__}")
         kind = "keys"

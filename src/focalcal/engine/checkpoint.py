@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pickle
-import re
-import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from focalcal._io import atomic_write
+from focalcal._io import UnreadableFile, atomic_write, load_tensors
 
 DIGEST = "sha256"
 
@@ -63,13 +60,9 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     be opened (missing, a directory, unreadable) an ``OSError`` naming it."""
     path = Path(path)
     try:
-        with warnings.catch_warnings():  # torch warns in several lines about odd pickles
-            warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # a damaged file fails in many ways: KeyError, EOFError, ...
-        if isinstance(error, MemoryError) or (isinstance(error, OSError) and error.filename):
-            raise  # no memory, or no file to read (missing, a directory): the error says so
-        raise ValueError(f"{path}: not a loadable checkpoint: {_reason(path, error)}") from error
+        state = load_tensors(path)
+    except UnreadableFile as error:
+        raise ValueError(f"{path}: not a loadable checkpoint: {error}") from error
     if not isinstance(state, dict):
         raise ValueError(f"{path}: a checkpoint must hold a dict, got {type(state).__name__}")
     if DIGEST not in state:
@@ -77,18 +70,3 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     if state[DIGEST] != digest(state):
         raise ValueError(f"{path}: its SHA-256 does not match its content (tampered or damaged)")
     return {k: v for k, v in state.items() if k != DIGEST}
-
-
-def _reason(path: Path, error: Exception) -> str:
-    """torch's error in one line, without its advice to load with ``weights_only=False``."""
-    text = str(error)
-    if isinstance(error, pickle.UnpicklingError) and "weights_only" in text:
-        found = re.search(r"GLOBAL \S+|operand \d+", text)
-        unsupported = f" (unsupported {found[0]})" if found else ""
-        what = "it holds objects other than tensors and plain containers, or is damaged"
-        return f"{what}; refused unrun{unsupported}"
-    if path.stat().st_size == 0:
-        return "the file is empty (0 bytes)"
-    first = text.strip().split("\n")[0].split(". ")[0]  # torch's advice follows
-    kind = type(error).__name__
-    return f"damaged or truncated ({kind}: {first})" if first else f"damaged or truncated ({kind})"
