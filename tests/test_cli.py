@@ -31,10 +31,25 @@ def test_list_names_every_registry(capsys):
         (["train", "RUN", "--preset", "imagenet"], "unknown preset 'imagenet'"),
         (["train", "RUN", "--set", "colour=1"], "unknown config keys"),
         (["train", "RUN", "--loss", "fl-2.5x"], "loss 'fl-2.5x': '2.5x' is not a number"),
-        (["train", "RUN", "--loss", "focal"], "unknown loss 'focal'; valid names: ce,"),
+        (["train", "RUN", "--loss", "focal"], "unknown loss 'focal'"),
+        (
+            ["train", "RUN", "--loss", "flsd53"],
+            "loss 'flsd53' (did you mean 'flsd-53'?); known: ce,",
+        ),
+        (
+            ["reproduce", "--losses", "ce", "flsd_53"],
+            "unknown loss 'flsd_53' (did you mean 'flsd-53'?)",
+        ),
+        (["train", "RUN", "--preset", "paper_cifar10"], "(did you mean 'paper-cifar10'?)"),
         (["train", "RUN", "--loss", "fl--1"], "gamma must be a finite float >= 0, got -1.0"),
-        (["train", "RUN", "--model", "resnet-9"], "unknown model 'resnet-9'; known: resnet50"),
-        (["train", "RUN", "--dataset", "cifar11"], "unknown dataset 'cifar11'; known:"),
+        (
+            ["train", "RUN", "--model", "resnet-9"],
+            "model 'resnet-9' (did you mean 'resnet8'?); known: ",
+        ),
+        (
+            ["train", "RUN", "--dataset", "cifar11"],
+            "dataset 'cifar11' (did you mean 'cifar10'?); known:",
+        ),
         (["reproduce", "--dataset", "cifar11"], "unknown dataset 'cifar11'"),
     ],
 )
@@ -68,3 +83,12 @@ def test_train_applies_flags_and_overrides(tmp_path, capsys):
     config = TrainConfig.load(run / "config.toml")
     assert (config.subset, config.epochs, config.loss, config.val_subset) == (128, 1, "fl-3", 64)
     assert json.loads(capsys.readouterr().out)["epochs"] == 1
+
+
+def test_epochs_moves_the_presets_milestones_unless_they_are_set(tmp_path):
+    small = ["--subset", "128", "--set", "val_subset=64", "--set", "analysis_samples=0", "--quiet"]
+    assert main(["train", str(tmp_path / "a"), "--epochs", "5", *small]) == 0  # preset: [15, 22]
+    assert TrainConfig.load(tmp_path / "a" / "config.toml").milestones == [3, 4]
+    argv = ["train", str(tmp_path / "b"), "--epochs", "3", "--set", "milestones=[2]", *small]
+    assert main(argv) == 0
+    assert TrainConfig.load(tmp_path / "b" / "config.toml").milestones == [2]

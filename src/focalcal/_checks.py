@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import warnings
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import torch
@@ -163,3 +165,15 @@ def warn_if_probabilities(logits: Tensor, stacklevel: int = 3) -> None:
             ProbabilitiesAsLogitsWarning,
             stacklevel=stacklevel,
         )
+
+
+def unknown_name(kind: str, name: object, known: Sequence[str]) -> ValueError:
+    """The error for a ``kind`` name that is not one of ``known``, suggesting the closest.
+
+    Example:
+        >>> unknown_name("loss", "flsd_53", ["ce", "flsd-53", "fl-<γ>"])
+        ValueError("unknown loss 'flsd_53' (did you mean 'flsd-53'?); known: ce, flsd-53, fl-<γ>")
+    """
+    close = difflib.get_close_matches(str(name).strip().lower(), list(known), n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return ValueError(f"unknown {kind} {name!r}{hint}; known: {', '.join(known)}")

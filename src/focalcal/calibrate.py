@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from focalcal._checks import looks_like_probabilities
+from focalcal._checks import looks_like_probabilities, unknown_name
 from focalcal._io import UnreadableFile, atomic_write, atomic_write_text, load_tensors
 from focalcal.metrics import calibration_report, reliability_bins
 from focalcal.report.cells import format_parameters, format_percent, markdown_line, with_interval
@@ -298,7 +298,7 @@ def calibrate(
     names = list(methods) if methods is not None else default_calibrators(val.num_classes)
     for name in names:
         if name not in calibrator_names():
-            raise ValueError(f"unknown method {name!r}; expected one of {calibrator_names()}")
+            raise unknown_name("method", name, calibrator_names())
     if val.labels is None or test.labels is None:
         raise ValueError("calibrate needs labels for both the validation and the test set")
     if val.num_classes != test.num_classes:

@@ -47,9 +47,12 @@ def _config(args: argparse.Namespace) -> TrainConfig:
 
     try:
         config = TrainConfig.load(args.config) if args.config else preset(args.preset)
+        overrides = _overrides(args.set)
+        if args.epochs is not None and "milestones" not in overrides:  # same run fractions
+            config = config.with_epochs(args.epochs)
         names = ("dataset", "model", "loss", "epochs", "subset", "seed", "device")
         flags = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
-        config = config.replace(**flags, **_overrides(args.set))
+        config = config.replace(**flags, **overrides)
         check_names(config)  # before a run directory is made
         return config
     except (ValueError, TypeError, FileNotFoundError) as error:
@@ -68,7 +71,9 @@ def _add_config_flags(parser: argparse.ArgumentParser, default_preset: str) -> N
     parser.add_argument("--dataset")
     parser.add_argument("--model")
     parser.add_argument("--loss")
-    parser.add_argument("--epochs", type=int)
+    parser.add_argument(
+        "--epochs", type=int, help="epochs to train (the lr milestones move in proportion)"
+    )
     parser.add_argument("--subset", type=int, help="training samples to keep")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--device", help="auto (default), cpu, cuda, cuda:1 ...")
@@ -120,16 +125,21 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _reproduce(args: argparse.Namespace) -> None:
+    from focalcal.engine.evaluate import parse_ood
     from focalcal.experiments.reproduce import DEFAULT_LOSSES, grid, reproduce
 
     base = _config(args)
-    try:
+    ood = args.ood if args.ood is not None else ["corruption:gaussian_noise:5"]
+    try:  # every name of the grid, as train checks its one (exit 2), before any run starts
         configs = grid(base, args.losses or DEFAULT_LOSSES, args.models or (),
                        args.datasets or (), args.seeds)  # fmt: skip
-    except ValueError as error:
+        for config in configs.values():
+            check_names(config)
+        for spec in ood:
+            parse_ood(spec)
+    except (ValueError, TypeError) as error:
         raise UsageError(str(error)) from None
     out = args.out or Path("runs") / f"reproduce-{args.preset}"
-    ood = args.ood if args.ood is not None else ["corruption:gaussian_noise:5"]
     settings = {"ood": ood, "objective": args.objective, "bootstrap_samples": args.bootstrap}
     if args.shard:  # one process of a job array: its runs, no tables
         reproduce(configs, out, shard=_shard(args.shard), progress=not args.quiet, **settings)

@@ -217,3 +217,14 @@ def test_checkpoints_carry_a_sha256_of_their_content(tmp_path):
             ValueError, match=r"changed\.pt: (its SHA-256 does not match|carries no)"
         ):
             load_checkpoint(tmp_path / "changed.pt")
+
+
+def test_with_epochs_moves_the_milestones_in_proportion():
+    base = TrainConfig(epochs=30, milestones=[15, 22])
+    assert base.with_epochs(60).milestones == [30, 44]
+    assert base.with_epochs(5).milestones == [3, 4]  # 2.5 and 3.67, rounded half up
+    assert base.with_epochs(2).milestones == [1]  # both land on epoch 1: one milestone
+    assert base.with_epochs(1).milestones == []  # none inside (0, 1)
+    assert base.with_epochs(30) == base
+    with pytest.raises(ValueError, match="epochs must be an integer >= 1, got 0"):
+        base.with_epochs(0)

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from focalcal._checks import unknown_name
 from focalcal.data import cifar, idx, svhn, tiny_imagenet
 from focalcal.data.dataset import Dataset
 from focalcal.data.splits import SPLIT_SEED, VALIDATION_FRACTION, train_validation_indices
@@ -164,7 +165,7 @@ def load_dataset(
     (400, torch.float32, ('0', '1', '2'))
     """
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+        raise unknown_name("dataset", name, list(DATASETS))
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     entry = DATASETS[name]

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from focalcal._checks import unknown_name
 from focalcal._io import atomic_write_text, tomllib
 
 OPTIMIZERS = ("sgd", "adam", "adagrad")
@@ -161,6 +162,20 @@ class TrainConfig:
         """A copy with ``changes`` applied (and checked)."""
         return TrainConfig.from_dict({**self.to_dict(), **changes})
 
+    def with_epochs(self, epochs: int) -> TrainConfig:
+        """A copy trained for ``epochs``, its lr milestones moved in proportion (the same
+        fractions of the run, rounded half up; those that fall on the same epoch, or outside
+        ``(0, epochs)``, dropped).
+
+        Example:
+            >>> TrainConfig(epochs=30, milestones=[15, 22]).with_epochs(5).milestones
+            [3, 4]
+        """
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
+        moved = {math.floor(m * epochs / self.epochs + 0.5) for m in self.milestones}
+        return self.replace(epochs=epochs, milestones=sorted(m for m in moved if 0 < m < epochs))
+
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the config as TOML (``.toml``) or YAML (``.yaml``/``.yml``), atomically."""
         path = Path(path)
@@ -227,9 +242,9 @@ def check_names(config: TrainConfig) -> None:
     from focalcal.models import model_names
 
     if config.dataset not in dataset_names():
-        raise ValueError(f"unknown dataset {config.dataset!r}; known: {', '.join(dataset_names())}")
+        raise unknown_name("dataset", config.dataset, dataset_names())
     if config.model.strip().lower() not in model_names():  # as build_model reads it
-        raise ValueError(f"unknown model {config.model!r}; known: {', '.join(model_names())}")
+        raise unknown_name("model", config.model, model_names())
     build_loss(config.loss, **config.loss_options)
     check_device(config.device)
 

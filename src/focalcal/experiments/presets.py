@@ -10,6 +10,7 @@ published code where we know it.
 
 from __future__ import annotations
 
+from focalcal._checks import unknown_name
 from focalcal.engine.config import TrainConfig
 
 _CIFAR10 = TrainConfig(
@@ -55,5 +56,5 @@ def preset(name: str) -> TrainConfig:
     [150, 250]
     """
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
+        raise unknown_name("preset", name, list(PRESETS))
     return PRESETS[name].replace()

@@ -7,6 +7,7 @@ from typing import Any
 
 from torch import nn
 
+from focalcal._checks import unknown_name
 from focalcal.losses.adafocal import AdaFocalLoss
 from focalcal.losses.baselines import BrierLoss, CrossEntropyLoss, LabelSmoothingLoss, MMCELoss
 from focalcal.losses.focal import (
@@ -93,5 +94,4 @@ def build_loss(name: str, **kwargs: Any) -> nn.Module:
             except ValueError:
                 raise ValueError(f"loss {name!r}: {number!r} is not a number") from None
             return _PARAMETRIC[prefix][1](value, **kwargs)
-    valid = ", ".join(loss_names())
-    raise ValueError(f"unknown loss {name!r}; valid names: {valid}")
+    raise unknown_name("loss", name, list(loss_names()))

@@ -12,6 +12,7 @@ from typing import Any
 
 from torch import nn
 
+from focalcal._checks import unknown_name
 from focalcal.models.densenet import densenet121
 from focalcal.models.resnet import resnet8, resnet20, resnet50, resnet50_tiny, resnet110
 from focalcal.models.small import CNN1d, SmallCNN
@@ -70,7 +71,7 @@ def build_model(
     """
     constructor = _MODELS.get(name.strip().lower())
     if constructor is None:
-        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(_MODELS)}")
+        raise unknown_name("model", name, list(_MODELS))
     sizes = {"num_classes": num_classes, "in_channels": in_channels, "image_size": image_size}
     for argument, value in sizes.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -27,7 +27,7 @@ from typing import Any, ClassVar, TypeVar
 import torch
 from torch import Tensor, nn
 
-from focalcal._checks import TensorLike, as_tensor, check_scores
+from focalcal._checks import TensorLike, as_tensor, check_scores, unknown_name
 from focalcal._io import atomic_write_text
 from focalcal.metrics._inputs import checked
 from focalcal.scaling.affine import (
@@ -136,7 +136,7 @@ def default_calibrators(num_classes: int) -> list[str]:
 
 def calibrator_class(name: str) -> type[Calibrator]:
     if name not in _REGISTRY:
-        raise ValueError(f"unknown calibrator {name!r}; expected one of {calibrator_names()}")
+        raise unknown_name("calibrator", name, calibrator_names())
     return _REGISTRY[name]
 
 
