@@ -68,14 +68,14 @@ def _add_config_flags(parser: argparse.ArgumentParser, default_preset: str) -> N
     parser.add_argument(
         "--config", type=Path, help="a TOML or YAML TrainConfig (replaces --preset)"
     )
-    parser.add_argument("--dataset")
-    parser.add_argument("--model")
-    parser.add_argument("--loss")
+    parser.add_argument("--dataset", help="a registered dataset (see focalcal list)")
+    parser.add_argument("--model", help="a registered model (see focalcal list)")
+    parser.add_argument("--loss", help="the loss of this run: ce, fl-3, flsd-53, ...")
     parser.add_argument(
         "--epochs", type=int, help="epochs to train (the lr milestones move in proportion)"
     )
     parser.add_argument("--subset", type=int, help="training samples to keep")
-    parser.add_argument("--seed", type=int)
+    parser.add_argument("--seed", type=int, help="of the split, the weights and the batches")
     parser.add_argument("--device", help="auto (default), cpu, cuda, cuda:1 ...")
     parser.add_argument(
         "--set",
@@ -109,6 +109,7 @@ def _train(args: argparse.Namespace) -> None:
             dist.destroy_process_group()
     if rank == 0:
         print(json.dumps(result, indent=2))
+        print(f"next: focalcal evaluate {args.run_dir}", file=sys.stderr)
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -274,12 +275,13 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("run_dir", type=Path)
     _add_config_flags(train, "fashion-mnist")
     train.add_argument("--resume", action="store_true", help="continue RUN_DIR's last checkpoint")
-    train.add_argument("--quiet", action="store_true")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(handler=_train)
 
     evaluate = commands.add_parser("evaluate", help="calibration before and after T of a run")
     evaluate.add_argument("run_dir", type=Path)
-    evaluate.add_argument("--checkpoint", choices=("last", "best"), default="last")
+    evaluate.add_argument("--checkpoint", choices=("last", "best"), default="last",
+                          help="the last checkpoint (default) or the best one")  # fmt: skip
     evaluate.add_argument("--objective", choices=("ece", "nll"), default="ece",
                           help="fit T by the paper's ECE grid (default) or by NLL")  # fmt: skip
     evaluate.add_argument("--ood", nargs="*", default=[],
@@ -291,7 +293,9 @@ def parser() -> argparse.ArgumentParser:
     reproduce = commands.add_parser("reproduce", help="the paper's comparison: a grid of runs")
     _add_config_flags(reproduce, "fashion-mnist")
     reproduce.add_argument(
-        "--losses", nargs="+", help="default: ce brier mmce ls-0.05 fl-3 flsd-53"
+        "--losses",
+        nargs="+",
+        help="the grid's losses (default: ce brier mmce ls-0.05 fl-3 flsd-53); --loss is one run's",
     )
     reproduce.add_argument("--models", nargs="+")
     reproduce.add_argument("--datasets", nargs="+")
@@ -310,7 +314,7 @@ def parser() -> argparse.ArgumentParser:
         "torchrun each process takes its RANK/WORLD_SIZE shard and rank 0 writes the tables",
     )  # fmt: skip
     reproduce.add_argument("--out", type=Path, help="default: runs/reproduce-PRESET")
-    reproduce.add_argument("--quiet", action="store_true")
+    reproduce.add_argument("--quiet", action="store_true", help="no progress lines")
     reproduce.set_defaults(handler=_reproduce)
 
     calibrate = commands.add_parser(
