@@ -361,6 +361,17 @@ class Deadline(BaseException):  # not an Exception: a library's `except Exceptio
     pass
 
 
+def clear_pyro_stacks() -> None:
+    """Empty pyro's global plate and handler stacks (netcal's models run under pyro). A Deadline
+    can land inside a ``pyro.plate``'s ``__enter__``, after the plate took its name, so that its
+    ``__exit__`` never runs: every later netcal fit then fails with "duplicate plate 'data'".
+    Between two calls no pyro context is open, so both stacks should be empty."""
+    runtime = sys.modules.get("pyro.poutine.runtime")
+    if runtime is not None:
+        runtime._PYRO_STACK.clear()
+        runtime._DIM_ALLOCATOR._stack.clear()
+
+
 @contextlib.contextmanager
 def deadline(seconds: float) -> Iterator[None]:
     """Raise :class:`Deadline` in this (main) thread after ``seconds``: library code runs
@@ -373,6 +384,9 @@ def deadline(seconds: float) -> Iterator[None]:
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         yield
+    except Deadline:
+        clear_pyro_stacks()
+        raise
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
