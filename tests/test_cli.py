@@ -92,3 +92,25 @@ def test_epochs_moves_the_presets_milestones_unless_they_are_set(tmp_path):
     argv = ["train", str(tmp_path / "b"), "--epochs", "3", "--set", "milestones=[2]", *small]
     assert main(argv) == 0
     assert TrainConfig.load(tmp_path / "b" / "config.toml").milestones == [2]
+
+
+def test_another_dataset_and_model_do_not_inherit_the_presets_subset_and_options(tmp_path):
+    """The default preset keeps 2 000 training and 1 000 validation images and a small CNN of
+    width 24: none of it fits MNIST-1D (400 validation signals) or cnn1d (no width option),
+    and its default OOD set (noise on images) fits no signal. From flags alone, it runs."""
+    out = tmp_path / "out"
+    argv = ["reproduce", "--dataset", "mnist1d", "--model", "cnn1d", "--losses", "ce", "flsd-53",
+            "--epochs", "3", "--out", str(out), "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    for loss in ("ce", "flsd-53"):
+        run = out / "runs" / "mnist1d" / "cnn1d" / loss
+        config = TrainConfig.load(run / "config.toml")
+        assert (config.subset, config.val_subset, config.model_options) == (None, None, {})
+        assert config.milestones == [2]  # the preset's [15, 22] of 30 epochs, moved to 3
+        assert json.loads((run / "evaluation.json").read_text())["ood"] == {}
+    # an explicit subset is kept for the other dataset; digits has 1 294 training images
+    argv = ["train", str(tmp_path / "digits"), "--dataset", "digits", "--epochs", "1",
+            "--set", "val_subset=100", "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    config = TrainConfig.load(tmp_path / "digits" / "config.toml")
+    assert (config.subset, config.val_subset, config.model_options) == (None, 100, {"width": 24})

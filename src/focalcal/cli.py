@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,8 @@ def _config(args: argparse.Namespace) -> TrainConfig:
     try:
         config = TrainConfig.load(args.config) if args.config else preset(args.preset)
         overrides = _overrides(args.set)
+        # the preset's subset and model options are its dataset's and model's only
+        config = config.retarget(args.dataset, args.model, _explicit(args))
         if args.epochs is not None and "milestones" not in overrides:  # same run fractions
             config = config.with_epochs(args.epochs)
         names = ("dataset", "model", "loss", "epochs", "subset", "seed", "device")
@@ -57,6 +59,12 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         return config
     except (ValueError, TypeError, FileNotFoundError) as error:
         raise UsageError(str(error)) from None
+
+
+def _explicit(args: argparse.Namespace) -> set[str]:
+    """The config fields the command line sets by name (a flag or ``--set``)."""
+    flags = {"subset"} if args.subset is not None else set()
+    return flags | set(_overrides(args.set))
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, default_preset: str) -> None:
@@ -130,12 +138,12 @@ def _reproduce(args: argparse.Namespace) -> None:
     from focalcal.experiments.reproduce import DEFAULT_LOSSES, grid, reproduce
 
     base = _config(args)
-    ood = args.ood if args.ood is not None else ["corruption:gaussian_noise:5"]
     try:  # every name of the grid, as train checks its one (exit 2), before any run starts
         configs = grid(base, args.losses or DEFAULT_LOSSES, args.models or (),
-                       args.datasets or (), args.seeds)  # fmt: skip
+                       args.datasets or (), args.seeds, sorted(_explicit(args)))  # fmt: skip
         for config in configs.values():
             check_names(config)
+        ood = args.ood if args.ood is not None else _default_ood(configs.values())
         for spec in ood:
             parse_ood(spec)
     except (ValueError, TypeError) as error:
@@ -219,6 +227,15 @@ def _apply_calibrator(args: argparse.Namespace) -> None:
         print(f"ECE {100 * before:.2f} % -> {100 * after:.2f} %")
 
 
+def _default_ood(configs: Iterable[TrainConfig]) -> list[str]:
+    """Gaussian noise at severity 5 (the paper's CIFAR-10-C set) where every run's data are
+    images; none where some are signals or text (name OOD sets with --ood)."""
+    from focalcal.data import dataset_kind
+
+    images = all(dataset_kind(config.dataset) == "images" for config in configs)
+    return ["corruption:gaussian_noise:5"] if images else []
+
+
 def _shard(text: str) -> tuple[int, int]:
     index, sep, count = text.partition("/")
     try:
@@ -299,7 +316,10 @@ def parser() -> argparse.ArgumentParser:
     )
     reproduce.add_argument("--models", nargs="+")
     reproduce.add_argument("--datasets", nargs="+")
-    reproduce.add_argument("--ood", nargs="*", help="default: corruption:gaussian_noise:5")
+    reproduce.add_argument(
+        "--ood", nargs="*",
+        help="OOD sets (default: corruption:gaussian_noise:5 for images, none for signals or text)",
+    )  # fmt: skip
     reproduce.add_argument("--objective", choices=("ece", "nll"), default="ece")
     reproduce.add_argument(
         "--seeds", type=int, default=1,

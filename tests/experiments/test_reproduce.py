@@ -222,9 +222,13 @@ def test_grid_names_and_spec():
         "fashion-mnist/small-cnn/ce",
         "fashion-mnist/small-cnn/fl-3",
     ]
+    # another dataset than the base's does not inherit the base's sample counts
+    assert configs["digits/small-cnn/fl-3"] == BASE.replace(loss="fl-3")
     assert configs["fashion-mnist/small-cnn/fl-3"] == BASE.replace(
-        dataset="fashion-mnist", loss="fl-3"
+        dataset="fashion-mnist", loss="fl-3", subset=None, val_subset=None
     )
+    kept = grid(BASE, ["ce"], datasets=["fashion-mnist"], keep=["subset"])
+    assert kept["fashion-mnist/small-cnn/ce"].subset == BASE.subset
     spec = Grid.from_dict(
         {"base": {"dataset": "digits"}, "losses": ["ce"], "models": ["small-cnn"]}
     )

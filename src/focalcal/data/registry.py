@@ -27,6 +27,7 @@ class DatasetEntry:
     read: Callable[..., Dataset]  # (root, split, download, **options) -> Dataset
     description: str
     official_validation: bool = False
+    kind: str = "images"  # "images", "signals" or "text": what corruptions and OOD sets fit
 
 
 def _fashion_mnist(root: Root, split: str, download: bool) -> Dataset:
@@ -108,14 +109,16 @@ DATASETS: dict[str, DatasetEntry] = {
         _tiny_imagenet, "Tiny-ImageNet-200, 64×64 colour, 200 classes, 100 000 + 10 000 "
         "(the official validation set as test)"),
     "mnist1d": DatasetEntry(
-        _mnist1d, "MNIST-1D, 40-point signals, 10 classes, 4 000 + 1 000 (generated, no files)"),
+        _mnist1d, "MNIST-1D, 40-point signals, 10 classes, 4 000 + 1 000 (generated, no files)",
+        kind="signals"),
     "digits": DatasetEntry(
         _digits, "scikit-learn's digits, 8×8 grey, 10 classes, 1 438 + 359 (bundled file)"),
     "20newsgroups": DatasetEntry(
-        _newsgroups, "20 Newsgroups (bydate), token ids, 20 classes, 11 314 + 7 532"),
+        _newsgroups, "20 Newsgroups (bydate), token ids, 20 classes, 11 314 + 7 532",
+        kind="text"),
     "sst": DatasetEntry(
         _sst, "Stanford Sentiment Treebank, binary, trees as (N, M, 3) tensors; train/dev/test",
-        official_validation=True),
+        official_validation=True, kind="text"),
 }  # fmt: skip
 
 
@@ -125,6 +128,17 @@ def _read(name: str, root: str | None, split: str, download: bool, **options: An
     # decoding (and checksumming) it once per process is what makes that cheap. Callers get
     # copies, so the cached tensors are never handed out.
     return DATASETS[name].read(root, split, download, **options)
+
+
+def dataset_kind(name: str) -> str:
+    """What a registered dataset holds: ``"images"``, ``"signals"`` or ``"text"``.
+
+    >>> dataset_kind("cifar10"), dataset_kind("mnist1d"), dataset_kind("sst")
+    ('images', 'signals', 'text')
+    """
+    if name not in DATASETS:
+        raise unknown_name("dataset", name, list(DATASETS))
+    return DATASETS[name].kind
 
 
 def dataset_names() -> list[str]:

@@ -15,7 +15,7 @@ import dataclasses
 import json
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,6 +77,12 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "eval_batch_size": (lambda v: _integer(v, 1), "a positive integer"),
     "analysis_samples": (lambda v: v is None or _integer(v, 0), "an integer >= 0 or None"),
 }
+
+
+DATASET_FIELDS = ("subset", "val_subset")
+"""The fields a preset chooses for its dataset, which another dataset does not inherit."""
+MODEL_FIELDS = ("model_options",)
+"""The fields a preset chooses for its model, which another model does not inherit."""
 
 
 @dataclass
@@ -161,6 +167,33 @@ class TrainConfig:
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with ``changes`` applied (and checked)."""
         return TrainConfig.from_dict({**self.to_dict(), **changes})
+
+    def retarget(
+        self, dataset: str | None = None, model: str | None = None, keep: Iterable[str] = ()
+    ) -> TrainConfig:
+        """A copy for another ``dataset`` and/or ``model``: the fields chosen for this config's
+        dataset (:data:`DATASET_FIELDS`: how many samples to keep) or model
+        (:data:`MODEL_FIELDS`: its options) return to their defaults where the dataset or the
+        model changes, but those named in ``keep`` (the ones a user set explicitly).
+
+        Example:
+            >>> default = TrainConfig(dataset="fashion-mnist", subset=2000, val_subset=1000)
+            >>> signals = default.retarget(dataset="mnist1d")
+            >>> signals.dataset, signals.subset, signals.val_subset
+            ('mnist1d', None, None)
+            >>> default.retarget(dataset="mnist1d", keep=["subset"]).subset
+            2000
+        """
+        changes: dict[str, Any] = {}
+        defaults = TrainConfig()
+        for name, value, tied in (
+            ("dataset", dataset, DATASET_FIELDS),
+            ("model", model, MODEL_FIELDS),
+        ):
+            if value is not None and value != getattr(self, name):
+                changes[name] = value
+                changes.update({f: getattr(defaults, f) for f in tied if f not in keep})
+        return self.replace(**changes)
 
     def with_epochs(self, epochs: int) -> TrainConfig:
         """A copy trained for ``epochs``, its lr milestones moved in proportion (the same

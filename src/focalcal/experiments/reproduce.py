@@ -51,9 +51,12 @@ def grid(
     models: Sequence[str] = (),
     datasets: Sequence[str] = (),
     seeds: int = 1,
+    keep: Sequence[str] = (),
 ) -> dict[str, TrainConfig]:
     """One config per (dataset, model, loss), named ``"<dataset>/<model>/<loss>"``; empty
-    ``models`` or ``datasets`` keep ``base``'s. Everything else comes from ``base``. With
+    ``models`` or ``datasets`` keep ``base``'s. Everything else comes from ``base``, but a
+    dataset or model other than ``base``'s does not inherit the fields chosen for ``base``'s
+    (:meth:`TrainConfig.retarget`; ``keep`` names those that it does). With
     ``seeds`` = K > 1, K runs of each with seeds ``base.seed``, ``base.seed + 1``, …, named
     ``"<dataset>/<model>/<loss>/seed-<seed>"``.
 
@@ -73,7 +76,8 @@ def grid(
             for loss in losses:
                 for seed in range(base.seed, base.seed + seeds):
                     name = f"{dataset}/{model}/{loss}" + (f"/seed-{seed}" if seeds > 1 else "")
-                    runs[name] = base.replace(dataset=dataset, model=model, loss=loss, seed=seed)
+                    config = base.retarget(dataset, model, keep)
+                    runs[name] = config.replace(loss=loss, seed=seed)
     return runs
 
 
