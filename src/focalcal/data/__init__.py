@@ -11,7 +11,7 @@ from focalcal.data.corruptions import CORRUPTIONS, corrupt
 from focalcal.data.dataset import Dataset
 from focalcal.data.download import RemoteFile, data_root, fetch
 from focalcal.data.loader import BatchLoader, random_crop_flip
-from focalcal.data.registry import dataset_kind, dataset_names, load_dataset
+from focalcal.data.registry import dataset_kind, dataset_label, dataset_names, load_dataset
 from focalcal.data.splits import train_validation_indices
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "corrupt",
     "data_root",
     "dataset_kind",
+    "dataset_label",
     "dataset_names",
     "fetch",
     "load_dataset",

@@ -6,12 +6,13 @@ import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from focalcal._checks import unknown_name
-from focalcal.data import cifar, idx, svhn, tiny_imagenet
+from focalcal.data import arrays, cifar, idx, svhn, tiny_imagenet
 from focalcal.data.dataset import Dataset
 from focalcal.data.splits import SPLIT_SEED, VALIDATION_FRACTION, train_validation_indices
 
@@ -127,18 +128,42 @@ def _read(name: str, root: str | None, split: str, download: bool, **options: An
     # A run reads the training file for its train and val splits and again to size its model;
     # decoding (and checksumming) it once per process is what makes that cheap. Callers get
     # copies, so the cached tensors are never handed out.
-    return DATASETS[name].read(root, split, download, **options)
+    return dataset_entry(name).read(root, split, download, **options)
+
+
+def dataset_entry(name: str) -> DatasetEntry:
+    """How to read the dataset ``name``: a registered name, or the path of an arrays file
+    (``.npz``, ``.pt``: :mod:`focalcal.data.arrays`). ``ValueError`` for anything else."""
+    if name in DATASETS:
+        return DATASETS[name]
+    if arrays.is_array_file(name):
+        if not Path(name).is_file():
+            raise FileNotFoundError(f"dataset file {name} does not exist")
+        return DatasetEntry(
+            lambda root, split, download: arrays.read_arrays(name, split),
+            f"arrays from {name}",
+            official_validation=arrays.has_validation(name),
+            kind=arrays.input_kind(name),
+        )
+    raise unknown_name("dataset", name, list(DATASETS))
+
+
+def dataset_label(name: str) -> str:
+    """A dataset's name in run names and tables: a registered name, or an arrays file's stem.
+
+    >>> dataset_label("cifar10"), dataset_label("data/mine.npz")
+    ('cifar10', 'mine')
+    """
+    return Path(name).stem if arrays.is_array_file(name) and name not in DATASETS else name
 
 
 def dataset_kind(name: str) -> str:
-    """What a registered dataset holds: ``"images"``, ``"signals"`` or ``"text"``.
+    """What a dataset holds: ``"images"``, ``"signals"`` or ``"text"``.
 
     >>> dataset_kind("cifar10"), dataset_kind("mnist1d"), dataset_kind("sst")
     ('images', 'signals', 'text')
     """
-    if name not in DATASETS:
-        raise unknown_name("dataset", name, list(DATASETS))
-    return DATASETS[name].kind
+    return dataset_entry(name).kind
 
 
 def dataset_names() -> list[str]:
@@ -178,11 +203,9 @@ def load_dataset(
     >>> len(data), data.inputs.dtype, data.classes[:3]
     (400, torch.float32, ('0', '1', '2'))
     """
-    if name not in DATASETS:
-        raise unknown_name("dataset", name, list(DATASETS))
+    entry = dataset_entry(name)
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    entry = DATASETS[name]
     root = None if root is None else os.fspath(root)  # hashable, for the cache
     if split == "test" or entry.official_validation:
         data = _read(name, root, split, download, **options)

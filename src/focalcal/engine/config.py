@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from focalcal._checks import unknown_name
 from focalcal._io import atomic_write_text, tomllib
 
 OPTIMIZERS = ("sgd", "adam", "adagrad")
@@ -270,14 +269,12 @@ def check_names(config: TrainConfig) -> None:
     """``ValueError`` for an unknown dataset, model or loss, a loss option the loss refuses
     (γ < 0, say), or a device this machine or torch build cannot use: the checks a run would
     otherwise fail on only after it started."""
-    from focalcal.data import dataset_names
+    from focalcal.data.registry import dataset_entry
     from focalcal.losses import build_loss
-    from focalcal.models import model_names
+    from focalcal.models import model_constructor
 
-    if config.dataset not in dataset_names():
-        raise unknown_name("dataset", config.dataset, dataset_names())
-    if config.model.strip().lower() not in model_names():  # as build_model reads it
-        raise unknown_name("model", config.model, model_names())
+    dataset_entry(config.dataset)  # a registered name, or an arrays file that exists
+    model_constructor(config.model)  # a registered name, or module:callable that imports
     build_loss(config.loss, **config.loss_options)
     check_device(config.device)
 

@@ -30,7 +30,7 @@ from typing import Any
 from urllib.parse import quote
 
 from focalcal._io import atomic_write_text
-from focalcal.data import load_dataset
+from focalcal.data import dataset_label, load_dataset
 from focalcal.engine.config import TrainConfig, check_names
 from focalcal.engine.evaluate import OBJECTIVES, evaluate, is_evaluated, parse_ood
 from focalcal.engine.lock import RunLockedError, hold
@@ -75,7 +75,8 @@ def grid(
         for model in models or (base.model,):
             for loss in losses:
                 for seed in range(base.seed, base.seed + seeds):
-                    name = f"{dataset}/{model}/{loss}" + (f"/seed-{seed}" if seeds > 1 else "")
+                    where = f"{dataset_label(dataset)}/{model}/{loss}"
+                    name = where + (f"/seed-{seed}" if seeds > 1 else "")
                     config = base.retarget(dataset, model, keep)
                     runs[name] = config.replace(loss=loss, seed=seed)
     return runs

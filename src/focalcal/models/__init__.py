@@ -8,7 +8,7 @@ MNIST-1D signals), and the text models
 """
 
 from focalcal.models.densenet import DenseNet, densenet121
-from focalcal.models.registry import build_model, model_names
+from focalcal.models.registry import build_model, model_constructor, model_names, register_model
 from focalcal.models.resnet import (
     ResNet,
     ThreeStageResNet,
@@ -33,7 +33,9 @@ __all__ = [
     "WideResNet",
     "build_model",
     "densenet121",
+    "model_constructor",
     "model_names",
+    "register_model",
     "resnet8",
     "resnet20",
     "resnet50",

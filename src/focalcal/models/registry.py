@@ -1,12 +1,19 @@
 """Model names: ``build_model("resnet110", num_classes=10)`` returns a plain ``nn.Module``.
 
-Each name maps to a constructor called as
-``constructor(num_classes=..., in_channels=..., image_size=..., **options)``; it raises
-``ValueError`` for an ``image_size`` its net cannot take.
+Each name maps to a constructor called with those of ``num_classes=``, ``in_channels=`` and
+``image_size=`` that it accepts, and the model options; it raises ``ValueError`` for an
+``image_size`` its net cannot take. Your own models join in two ways: ``register_model(name,
+constructor)`` from code, or the name ``"module.path:callable"`` (``focalcal train --model
+mypkg.nets:resnet``), which imports the module (installed, on ``PYTHONPATH`` or in the current
+directory) and uses the callable as the constructor.
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -41,6 +48,61 @@ _MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
+def register_model(name: str, constructor: Callable[..., nn.Module]) -> None:
+    """Make ``constructor`` buildable as ``name`` (lower case, not already taken), in this
+    process: :func:`build_model`, the configs and the command line then take the name. The
+    constructor is called with those of ``num_classes``, ``in_channels`` and ``image_size``
+    that it accepts, plus the model options.
+
+    Example:
+        >>> import torch
+        >>> register_model("linear-28", lambda num_classes: torch.nn.Sequential(
+        ...     torch.nn.Flatten(), torch.nn.Linear(28 * 28, num_classes)))
+        >>> build_model("linear-28", num_classes=10, in_channels=1, image_size=28)[1]
+        Linear(in_features=784, out_features=10, bias=True)
+    """
+    key = name.strip().lower()
+    if not key or ":" in key or key != name:
+        raise ValueError(f"a model name is lower case, without ':' or spaces, got {name!r}")
+    if key in _MODELS:
+        raise ValueError(f"a model named {name!r} is already registered")
+    if not callable(constructor):
+        raise ValueError(f"model {name!r}: the constructor must be callable")
+    _MODELS[key] = constructor
+
+
+def model_constructor(name: str) -> Callable[..., nn.Module]:
+    """The constructor :func:`build_model` calls for ``name``: a registered one, or the
+    callable ``"module.path:callable"`` names. ``ValueError`` for a name that is neither."""
+    constructor = _MODELS.get(name.strip().lower())
+    if constructor is not None:
+        return constructor
+    if ":" not in name:
+        raise unknown_name("model", name, list(_MODELS))
+    module_name, _, attribute = name.strip().partition(":")
+    try:
+        module = _import(module_name)
+    except ImportError as error:
+        raise ValueError(f"model {name!r}: cannot import {module_name}: {error}") from None
+    found = getattr(module, attribute, None)
+    if not callable(found):
+        raise ValueError(f"model {name!r}: {module_name} has no callable {attribute!r}")
+    built: Callable[..., nn.Module] = found
+    return built
+
+
+def _import(module_name: str) -> Any:
+    """The module, looked for in the current directory too (as ``python -m`` does)."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        here = os.getcwd()
+        if here in sys.path or error.name != module_name.split(".")[0]:
+            raise
+        sys.path.append(here)  # the console script, unlike python -m, lacks the current folder
+        return importlib.import_module(module_name)
+
+
 def model_names() -> list[str]:
     """Every name :func:`build_model` accepts, the paper's CIFAR nets first."""
     return list(_MODELS)
@@ -69,14 +131,26 @@ def build_model(
         >>> model(torch.zeros(2, 1, 28, 28)).shape
         torch.Size([2, 10])
     """
-    constructor = _MODELS.get(name.strip().lower())
-    if constructor is None:
-        raise unknown_name("model", name, list(_MODELS))
+    constructor = model_constructor(name)
     sizes = {"num_classes": num_classes, "in_channels": in_channels, "image_size": image_size}
     for argument, value in sizes.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{argument} must be a positive integer, got {value!r}")
     try:
-        return constructor(**sizes, **options)
+        model = constructor(**_accepted(constructor, sizes), **options)
     except TypeError as error:  # an option the model lacks, or a missing one (vocab_size)
         raise ValueError(f"model {name!r}: {error}") from None
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model {name!r} built a {type(model).__name__}, not a torch nn.Module")
+    return model
+
+
+def _accepted(constructor: Callable[..., Any], sizes: dict[str, int]) -> dict[str, int]:
+    """The ``sizes`` the constructor takes by name (all of them if it takes ``**kwargs``)."""
+    try:
+        parameters = inspect.signature(constructor).parameters
+    except (TypeError, ValueError):  # a builtin without a signature: give it everything
+        return sizes
+    if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        return sizes
+    return {key: value for key, value in sizes.items() if key in parameters}
