@@ -114,3 +114,39 @@ def test_another_dataset_and_model_do_not_inherit_the_presets_subset_and_options
     assert main(argv) == 0
     config = TrainConfig.load(tmp_path / "digits" / "config.toml")
     assert (config.subset, config.val_subset, config.model_options) == (None, 100, {"width": 24})
+
+
+def test_reproduce_runs_the_grid_table_of_a_config_file(tmp_path):
+    path = tmp_path / "grid.toml"
+    path.write_text(
+        'dataset = "digits"\nsubset = 256\nval_subset = 128\nepochs = 1\nanalysis_samples = 0\n'
+        '[grid]\nlosses = ["ce", "fl-3"]\nseeds = 2\nood = []\n'
+    )
+    out = tmp_path / "out"
+    assert main(["reproduce", "--config", str(path), "--out", str(out), "--quiet"]) == 0
+    runs = sorted(str(p.parent.relative_to(out / "runs")) for p in out.rglob("evaluation.json"))
+    assert runs == [f"digits/small-cnn/{loss}/seed-{seed}" for loss in ("ce", "fl-3")
+                    for seed in (0, 1)]  # fmt: skip
+    evaluation = json.loads((out / "runs" / runs[0] / "evaluation.json").read_text())
+    assert evaluation["ood"] == {}
+    # flags win over the table; train refuses a file with a grid
+    assert main(["reproduce", "--config", str(path), "--out", str(tmp_path / "o2"),
+                 "--losses", "ce", "--seeds", "1", "--quiet"]) == 0  # fmt: skip
+    assert [p.name for p in (tmp_path / "o2" / "runs" / "digits" / "small-cnn").iterdir()] == ["ce"]
+    assert main(["train", str(tmp_path / "run"), "--config", str(path)]) == 2
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ('[grid]\nloss = ["ce"]\n', "unknown grid keys ['loss']"),
+        ('[grid]\nlosses = "ce"\n', "grid.losses must be a list of names"),
+        ("[grid]\nseeds = 0\n", "grid.seeds must be an integer >= 1"),
+        ('grid = "x"\n', "grid must be a table"),
+    ],
+)
+def test_a_bad_grid_table_exits_2_naming_it(tmp_path, capsys, table, message):
+    path = tmp_path / "grid.toml"
+    path.write_text('dataset = "digits"\n' + table)
+    assert main(["reproduce", "--config", str(path), "--out", str(tmp_path / "o")]) == 2
+    assert message in capsys.readouterr().err

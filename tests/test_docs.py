@@ -21,3 +21,16 @@ def test_readme_shows_the_losses():
 @pytest.mark.parametrize("block", BLOCKS)
 def test_block_runs(block):
     exec(compile(block, "docs", "exec"), {})
+
+
+def test_the_grid_file_in_the_docs_is_the_default_experiment(tmp_path):
+    from focalcal.engine.config import load_config_file
+    from focalcal.experiments.presets import preset
+    from focalcal.experiments.reproduce import DEFAULT_LOSSES
+
+    (block,) = re.findall(r"```toml\n(.*?)```", (ROOT / "docs" / "training.md").read_text(),
+                          re.DOTALL)  # fmt: skip
+    (tmp_path / "grid.toml").write_text(block)
+    config, grid = load_config_file(tmp_path / "grid.toml")
+    assert config == preset("fashion-mnist")
+    assert grid == {"losses": list(DEFAULT_LOSSES), "ood": ["corruption:gaussian_noise:5"]}

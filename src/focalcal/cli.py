@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from focalcal._io import tomllib
-from focalcal.engine.config import TrainConfig, check_names
+from focalcal.engine.config import TrainConfig, check_names, load_config_file
 
 
 class UsageError(ValueError):
@@ -43,10 +43,17 @@ def _overrides(pairs: Sequence[str]) -> dict[str, Any]:
 
 
 def _config(args: argparse.Namespace) -> TrainConfig:
+    return _config_and_grid(args)[0]
+
+
+def _config_and_grid(args: argparse.Namespace) -> tuple[TrainConfig, dict[str, Any]]:
+    """The run's config (preset or file, then flags, then --set) and the file's [grid] table."""
     from focalcal.experiments.presets import preset
 
     try:
-        config = TrainConfig.load(args.config) if args.config else preset(args.preset)
+        config, table = load_config_file(args.config) if args.config else (preset(args.preset), {})
+        if table and args.command != "reproduce":
+            raise ValueError(f"{args.config}: its [grid] table is for focalcal reproduce")
         overrides = _overrides(args.set)
         # the preset's subset and model options are its dataset's and model's only
         config = config.retarget(args.dataset, args.model, _explicit(args))
@@ -56,7 +63,7 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         flags = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
         config = config.replace(**flags, **overrides)
         check_names(config)  # before a run directory is made
-        return config
+        return config, table
     except (ValueError, TypeError, FileNotFoundError) as error:
         raise UsageError(str(error)) from None
 
@@ -74,7 +81,9 @@ def _add_config_flags(parser: argparse.ArgumentParser, default_preset: str) -> N
         help=f"a named protocol (default {default_preset}; see `focalcal list`)",
     )
     parser.add_argument(
-        "--config", type=Path, help="a TOML or YAML TrainConfig (replaces --preset)"
+        "--config",
+        type=Path,
+        help="a TOML or YAML TrainConfig (replaces --preset); for reproduce, with a [grid] table",
     )
     parser.add_argument("--dataset", help="a registered dataset (see focalcal list)")
     parser.add_argument("--model", help="a registered model (see focalcal list)")
@@ -137,13 +146,17 @@ def _reproduce(args: argparse.Namespace) -> None:
     from focalcal.engine.evaluate import parse_ood
     from focalcal.experiments.reproduce import DEFAULT_LOSSES, grid, reproduce
 
-    base = _config(args)
+    base, table = _config_and_grid(args)  # the flags win over the file's [grid] table
+    losses = args.losses or table.get("losses", DEFAULT_LOSSES)
+    seeds = args.seeds if args.seeds is not None else table.get("seeds", 1)
     try:  # every name of the grid, as train checks its one (exit 2), before any run starts
-        configs = grid(base, args.losses or DEFAULT_LOSSES, args.models or (),
-                       args.datasets or (), args.seeds, sorted(_explicit(args)))  # fmt: skip
+        configs = grid(base, losses, args.models or table.get("models", ()),
+                       args.datasets or table.get("datasets", ()), seeds,
+                       sorted(_explicit(args)))  # fmt: skip
         for config in configs.values():
             check_names(config)
-        ood = args.ood if args.ood is not None else _default_ood(configs.values())
+        ood = args.ood if args.ood is not None else table.get("ood")
+        ood = ood if ood is not None else _default_ood(configs.values())
         for spec in ood:
             parse_ood(spec)
     except (ValueError, TypeError) as error:
@@ -322,7 +335,7 @@ def parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     reproduce.add_argument("--objective", choices=("ece", "nll"), default="ece")
     reproduce.add_argument(
-        "--seeds", type=int, default=1,
+        "--seeds", type=int,
         help="runs of each configuration, seeds SEED, SEED+1, ... (tables: mean ± std)",
     )  # fmt: skip
     reproduce.add_argument(

@@ -216,15 +216,51 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> TrainConfig:
-        """Read a TOML or YAML config written by :meth:`save` or by hand."""
-        path = Path(path)
-        text = path.read_text()
-        try:
-            yaml = path.suffix in (".yaml", ".yml")
-            values = _from_yaml(text) if yaml else tomllib.loads(text)
-        except ValueError as error:  # TOMLDecodeError is one; YAML errors become one
-            raise ValueError(f"{path}: not a readable config ({error})") from error
-        return cls.from_dict(values)
+        """Read a TOML or YAML config written by :meth:`save` or by hand (a ``[grid]`` table
+        is :func:`load_config_file`'s, for ``reproduce``)."""
+        config, grid = load_config_file(path)
+        if grid:
+            raise ValueError(f"{path}: its [grid] table is for focalcal reproduce, not one run")
+        return config
+
+
+GRID_KEYS = ("losses", "models", "datasets", "seeds", "ood")
+
+
+def load_config_file(path: str | os.PathLike[str]) -> tuple[TrainConfig, dict[str, Any]]:
+    """A TOML or YAML file's run fields, as a :class:`TrainConfig`, and its ``grid`` table
+    (empty without one): ``losses``, ``models``, ``datasets`` and ``ood`` lists of names,
+    ``seeds`` a count, as ``focalcal reproduce``'s flags of those names take them.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     path = Path(folder) / "grid.toml"
+        ...     _ = path.write_text('epochs = 3\\n[grid]\\nlosses = ["ce", "flsd-53"]\\n')
+        ...     config, grid = load_config_file(path)
+        >>> config.epochs, grid
+        (3, {'losses': ['ce', 'flsd-53']})
+    """
+    path = Path(path)
+    text = path.read_text()
+    try:
+        yaml = path.suffix in (".yaml", ".yml")
+        values = _from_yaml(text) if yaml else tomllib.loads(text)
+    except ValueError as error:  # TOMLDecodeError is one; YAML errors become one
+        raise ValueError(f"{path}: not a readable config ({error})") from error
+    grid = values.pop("grid", {})
+    if not isinstance(grid, dict):
+        raise ValueError(f"{path}: grid must be a table, got {type(grid).__name__}")
+    unknown = sorted(set(grid) - set(GRID_KEYS))
+    if unknown:
+        raise ValueError(f"{path}: unknown grid keys {unknown}; known: {', '.join(GRID_KEYS)}")
+    for key, value in grid.items():
+        names = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        if key != "seeds" and not names:
+            raise ValueError(f"{path}: grid.{key} must be a list of names, got {value!r}")
+        if key == "seeds" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{path}: grid.seeds must be an integer >= 1, got {value!r}")
+    return TrainConfig.from_dict(values), grid
 
 
 def _toml_value(value: Any) -> str:
