@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from collections.abc import Callable
@@ -12,7 +13,7 @@ from typing import Any
 import torch
 
 from focalcal._checks import unknown_name
-from focalcal.data import arrays, cifar, idx, svhn, tiny_imagenet
+from focalcal.data import arrays, cifar, folder, idx, svhn, tiny_imagenet
 from focalcal.data.dataset import Dataset
 from focalcal.data.splits import SPLIT_SEED, VALIDATION_FRACTION, train_validation_indices
 
@@ -145,16 +146,22 @@ def dataset_entry(name: str) -> DatasetEntry:
             official_validation=arrays.has_validation(name),
             kind=arrays.input_kind(name),
         )
+    if folder.is_image_folder(name):
+        entry = dataset_entry(folder.cached_arrays(name))
+        return dataclasses.replace(entry, description=f"images from {name}")
     raise unknown_name("dataset", name, list(DATASETS))
 
 
 def dataset_label(name: str) -> str:
-    """A dataset's name in run names and tables: a registered name, or an arrays file's stem.
+    """A dataset's name in run names and tables: a registered name, an arrays file's stem or
+    an image folder's name.
 
-    >>> dataset_label("cifar10"), dataset_label("data/mine.npz")
-    ('cifar10', 'mine')
+    >>> dataset_label("cifar10"), dataset_label("data/mine.npz"), dataset_label("data/pets/")
+    ('cifar10', 'mine', 'pets')
     """
-    return Path(name).stem if arrays.is_array_file(name) and name not in DATASETS else name
+    if name in DATASETS:
+        return name
+    return Path(name).stem if arrays.is_array_file(name) else Path(name).name
 
 
 def dataset_kind(name: str) -> str:
@@ -206,13 +213,15 @@ def load_dataset(
     entry = dataset_entry(name)
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    # a user's file or folder may change between calls: its own cache follows its contents
+    read = _read if name in DATASETS else _read.__wrapped__
     root = None if root is None else os.fspath(root)  # hashable, for the cache
     if split == "test" or entry.official_validation:
-        data = _read(name, root, split, download, **options)
+        data = read(name, root, split, download, **options)
         data = data.select(torch.arange(len(data)))  # a copy: the cached tensors stay private
         source = "its file holds no sample"
     else:
-        full = _read(name, root, "train", download, **options)
+        full = read(name, root, "train", download, **options)
         train, validation = train_validation_indices(len(full), validation_fraction, seed)
         data = full.select(train if split == "train" else validation)
         source = (
