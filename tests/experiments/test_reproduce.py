@@ -332,3 +332,14 @@ def test_a_missing_dataset_fails_before_the_first_run(tmp_path):
     with pytest.raises(ValueError, match=r"run 'late': dataset 'cifar10': .*cifar-10-python"):
         reproduce(configs, tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_progress_shows_each_epoch_and_the_grids_eta(tmp_path, capsys):
+    base = BASE.replace(epochs=2)
+    reproduce(Grid(base, ["ce", "fl-3"]), tmp_path, progress=True)
+    lines = capsys.readouterr().out.splitlines()
+    epochs = [line for line in lines if line.startswith("epoch ")]
+    assert [line.split(":")[0] for line in epochs] == ["epoch 1/2", "epoch 2/2"] * 2
+    runs = [line for line in lines if line.startswith("[")]
+    assert runs[0].startswith("[1/2] digits/small-cnn/ce: trained in ")
+    assert re.search(r"; 1 to go, ETA \d+ s$", runs[0]) and "to go" not in runs[1]

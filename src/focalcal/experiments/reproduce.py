@@ -169,6 +169,7 @@ def reproduce(
     where = f" of shard {index}/{count}" if count > 1 else ""
     out = Path(out_dir)
     done: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+    began = time.perf_counter()
     held: dict[str, str] = {}  # runs another process holds: name -> its PID
     while len(done) < len(selected):
         for name, config in selected:
@@ -179,7 +180,7 @@ def reproduce(
             try:
                 with hold(run_dir):
                     status, evaluation = _run(
-                        config, run_dir, ood, objective, checkpoint, bootstrap_samples
+                        config, run_dir, ood, objective, checkpoint, bootstrap_samples, progress
                     )
                     history = read_history(run_dir)  # rebuilt from the checkpoint if damaged
             except RunLockedError as error:
@@ -190,11 +191,14 @@ def reproduce(
             done[name] = result_row(evaluation, run=name, seed=config.seed), history
             if progress:
                 seconds = time.perf_counter() - start
+                left = len(selected) - len(done)
+                eta = (time.perf_counter() - began) / len(done) * left if left else 0.0
                 print(
                     f"[{len(done)}/{len(selected)}{where}] {name}: {status} in {seconds:.1f} s; "
-                    f"{_summary(done[name][0])}",
+                    f"{_summary(done[name][0])}" + (f"; {left} to go, ETA {_duration(eta)}"
+                                                    if left else ""),
                     flush=True,
-                )
+                )  # fmt: skip
         if len(done) < len(selected):  # the rest are another process's: wait for them
             time.sleep(WAIT)
     rows = [done[name][0] for name, _ in selected]
@@ -291,8 +295,10 @@ def _run(
     objective: Objective,
     checkpoint: str,
     bootstrap_samples: int,
+    progress: bool = False,
 ) -> tuple[str, dict[str, Any]]:
-    """Skip, train, resume or evaluate one run; returns what was done and its evaluation."""
+    """Skip, train, resume or evaluate one run (with ``progress``, training shows its epochs);
+    returns what was done and its evaluation."""
     finished = (run_dir / "result.json").exists()
     if finished:  # train() checks the run it resumes; a run skipped or evaluated, here
         check_run(config, run_dir)
@@ -303,11 +309,21 @@ def _run(
         status = "evaluated"
     else:
         status = "resumed" if (run_dir / "checkpoints" / "last.pt").exists() else "trained"
-        train(config, run_dir, resume=True, progress=False)
+        train(config, run_dir, resume=True, progress=progress)
     return status, evaluate(
         run_dir, checkpoint=checkpoint, objective=objective, ood=ood,
         bootstrap_samples=bootstrap_samples, device=config.device,
     )  # fmt: skip
+
+
+def _duration(seconds: float) -> str:
+    """``42 s``, ``3 min 5 s``, ``2 h 10 min``."""
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60} s"
+    return f"{whole // 3600} h {whole % 3600 // 60} min"
 
 
 def _summary(row: Mapping[str, Any]) -> str:
