@@ -93,3 +93,38 @@ def test_train_and_reproduce_on_an_arrays_file(tmp_path):
     assert evaluation["test"]["before"]["num_samples"] == 60
     assert list(evaluation["ood"]) == ["corruption:gaussian_noise:5"]  # images: noise applies
     assert main(["train", str(tmp_path / "x"), "--dataset", str(tmp_path / "no.npz")]) == 2
+
+
+def write_table(path, n=200, seed=0):
+    """Five features and a label column of class names, the label set by the first feature."""
+    g = np.random.default_rng(seed)
+    x = g.normal(size=(n, 5)) * np.array([1, 10, 100, 0.1, 1]) + np.array([0, 5, -50, 1, 2])
+    names = np.array(["low", "mid", "high"])[np.digitize(x[:, 0], [-0.5, 0.5])]
+    rows = [",".join(str(float(v)) for v in r) + f",{c}" for r, c in zip(x, names, strict=True)]
+    path.write_text("a,b,c,d,e,Class\n" + "\n".join(rows) + "\n")
+
+
+def test_a_csv_table_is_features_standardised_one_by_one(tmp_path):
+    write_table(tmp_path / "table.csv")
+    train, val, test = (load_dataset(str(tmp_path / "table.csv"), split=s)
+                        for s in ("train", "val", "test"))  # fmt: skip
+    assert (len(train), len(val), len(test)) == (162, 18, 20)  # 10 % test, then 10 % val
+    assert train.inputs.shape[1:] == (5, 1) and train.classes == ("high", "low", "mid")
+    assert dataset_kind(str(tmp_path / "table.csv")) == "signals"
+    # the mean and std of each feature over the training part (test rows held out)
+    rows = torch.cat([train.inputs, val.inputs]).squeeze(2).double()
+    assert train.mean == pytest.approx(tuple(rows.mean(0).tolist()), rel=1e-6)
+    assert train.std == pytest.approx(tuple(rows.std(0).tolist()), rel=1e-6)
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match=r"bad\.csv cannot be read: no label column"):
+        load_dataset(str(tmp_path / "bad.csv"))
+
+
+def test_train_an_mlp_on_a_table_from_flags(tmp_path):
+    write_table(tmp_path / "table.csv", n=400)
+    run = tmp_path / "run"
+    argv = ["train", str(run), "--dataset", str(tmp_path / "table.csv"), "--model", "mlp",
+            "--epochs", "20", "--set", "lr=0.05", "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    result = json.loads((run / "result.json").read_text())
+    assert result["best_val_accuracy"] > 0.7  # three classes set by one feature: learned

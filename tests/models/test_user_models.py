@@ -87,3 +87,13 @@ def test_the_command_line_trains_and_evaluates_a_model_of_the_current_folder(tmp
     assert bad.returncode == 2
     assert bad.stderr.strip().endswith("mynets has no callable 'nothing'")
     assert not (tmp_path / "run2").exists()
+
+
+def test_the_mlp_has_the_parameter_count_the_docs_give():
+    model = build_model("mlp", num_classes=3, in_channels=5, image_size=1)
+    assert (
+        sum(p.numel() for p in model.parameters()) == 5 * 128 + 128 + 128 * 128 + 128 + 128 * 3 + 3
+    )
+    assert sum(p.numel() for p in model.parameters()) == 17_667
+    with pytest.raises(ValueError, match="depth must be an integer >= 0, got -1"):
+        build_model("mlp", num_classes=3, in_channels=5, image_size=1, depth=-1)

@@ -1,7 +1,8 @@
 """Your own data as arrays: one ``.npz`` (numpy) or ``.pt``/``.pth`` (a dict of tensors, read
 weights-only) file holding ``x_train``, ``y_train``, ``x_test``, ``y_test`` and, optionally,
 ``x_val``, ``y_val`` (without them the validation split is the paper's seeded 10 % of the
-training split). ``load_dataset("path/to/data.npz", split=...)`` reads it.
+training split), or a ``.csv`` table of features with a label column.
+``load_dataset("path/to/data.npz", split=...)`` reads it.
 
 Inputs are images as ``uint8`` ``(N, H, W)``, ``(N, C, H, W)`` or ``(N, H, W, C)`` (C of 1, 3
 or 4, read channels-last where the last axis alone has such a size), or signals and features as
@@ -24,7 +25,9 @@ from torch import Tensor
 from focalcal._io import UnreadableFile, load_tensors
 from focalcal.data.dataset import Dataset
 
-SUFFIXES = (".npz", ".pt", ".pth")
+SUFFIXES = (".npz", ".pt", ".pth", ".csv")
+LABEL_COLUMNS = ("label", "labels", "target", "class", "y")  # a table's label column, any case
+TEST_SEED = 1  # a table's test rows: a seeded 10 % held out
 REQUIRED = ("x_train", "y_train", "x_test", "y_test")
 
 
@@ -68,10 +71,13 @@ def read_arrays(path: str, split: str) -> Dataset:
 @functools.lru_cache(maxsize=2)
 def _arrays(path: str, modified: int) -> dict[str, Any]:
     """The file's checked arrays as tensors (cached by path and modification time)."""
+    raw: dict[str, Any]
     try:
-        if Path(path).suffix.lower() == ".npz":
+        if Path(path).suffix.lower() == ".csv":
+            raw = _table(Path(path))
+        elif Path(path).suffix.lower() == ".npz":
             with np.load(path, allow_pickle=False) as archive:
-                raw: dict[str, Any] = {k: archive[k] for k in archive.files}
+                raw = {k: archive[k] for k in archive.files}
         else:
             loaded = load_tensors(Path(path))
             if not isinstance(loaded, dict):
@@ -104,6 +110,45 @@ def _arrays(path: str, modified: int) -> dict[str, Any]:
         )
     out["classes"] = classes or tuple(str(k) for k in range(count))
     return out
+
+
+def _table(path: Path) -> dict[str, Any]:
+    """A CSV table of features: a header, one numeric column per feature and a label column
+    (:data:`LABEL_COLUMNS`; numbers or class names). Features become channels of length 1,
+    ``(N, D, 1)``, so each is standardised on its own; a seeded 10 % of the rows is the test
+    split."""
+    import csv
+
+    from focalcal.data.splits import train_validation_indices
+
+    with path.open(newline="") as file:
+        rows = list(csv.reader(file))
+    if len(rows) < 2:
+        raise ValueError("the table needs a header and at least one row")
+    header = [name.strip() for name in rows[0]]
+    label = next((i for i, n in enumerate(header) if n.lower() in LABEL_COLUMNS), None)
+    if label is None:
+        raise ValueError(f"no label column: name one of {LABEL_COLUMNS} in the header")
+    features, labels = [], []
+    for number, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise ValueError(f"line {number} has {len(row)} fields, the header {len(header)}")
+        try:
+            features.append([float(v) for i, v in enumerate(row) if i != label])
+        except ValueError:
+            raise ValueError(f"line {number} holds a feature that is not a number") from None
+        labels.append(row[label].strip())
+    try:
+        numbers = [float(v) for v in labels]
+        classes = None
+    except ValueError:  # class names: sorted, as an image folder's
+        classes = sorted(set(labels))
+        numbers = [float(classes.index(v)) for v in labels]
+    x = torch.tensor(features, dtype=torch.float32).unsqueeze(2)
+    y = torch.tensor(numbers, dtype=torch.float64)
+    keep, held = train_validation_indices(len(y), 0.1, TEST_SEED)
+    table = {"x_train": x[keep], "y_train": y[keep], "x_test": x[held], "y_test": y[held]}
+    return table if classes is None else {**table, "classes": classes}
 
 
 def _tensor(value: Any, name: str) -> Tensor:

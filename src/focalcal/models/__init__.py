@@ -18,11 +18,12 @@ from focalcal.models.resnet import (
     resnet50_tiny,
     resnet110,
 )
-from focalcal.models.small import CNN1d, SmallCNN
+from focalcal.models.small import MLP, CNN1d, SmallCNN
 from focalcal.models.text import TextCNN, TreeLSTM
 from focalcal.models.wide_resnet import WideResNet, wide_resnet26_10
 
 __all__ = [
+    "MLP",
     "CNN1d",
     "DenseNet",
     "ResNet",

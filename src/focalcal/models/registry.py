@@ -22,7 +22,7 @@ from torch import nn
 from focalcal._checks import unknown_name
 from focalcal.models.densenet import densenet121
 from focalcal.models.resnet import resnet8, resnet20, resnet50, resnet50_tiny, resnet110
-from focalcal.models.small import CNN1d, SmallCNN
+from focalcal.models.small import MLP, CNN1d, SmallCNN
 from focalcal.models.text import TextCNN, TreeLSTM
 from focalcal.models.wide_resnet import wide_resnet26_10
 
@@ -37,6 +37,10 @@ _MODELS: dict[str, Callable[..., nn.Module]] = {
     "small-cnn": SmallCNN,
     "cnn1d": lambda num_classes, in_channels, image_size: CNN1d(
         num_classes, in_channels, length=image_size
+    ),
+    # Tabular features (N, D, 1), or any input of in_channels x image_size values (signals).
+    "mlp": lambda num_classes, in_channels, image_size, **options: MLP(
+        num_classes, in_channels * image_size, **options
     ),
     # Text models read token ids: the image sizes do not apply; vocab_size is an option.
     "textcnn": lambda num_classes, in_channels, image_size, **options: TextCNN(

@@ -73,3 +73,35 @@ class CNN1d(nn.Module):
         """Signals ``(N, in_channels, length)`` -> logits ``(N, num_classes)``."""
         logits: Tensor = self.layers(x)
         return logits
+
+
+class MLP(nn.Module):
+    """A multilayer perceptron for tabular features (or any small input): the input flattened
+    (``in_features`` values), ``depth`` hidden layers of ``hidden`` units with ReLU, and a
+    linear read-out to ``num_classes`` logits.
+
+    Example:
+        >>> import torch
+        >>> MLP(3, in_features=8, hidden=16)(torch.zeros(5, 8, 1)).shape
+        torch.Size([5, 3])
+    """
+
+    def __init__(self, num_classes: int, in_features: int, hidden: int = 128, depth: int = 2):
+        super().__init__()
+        for name, value in (("in_features", in_features), ("hidden", hidden)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
+            raise ValueError(f"depth must be an integer >= 0, got {depth!r}")
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = in_features
+        for _ in range(depth):
+            layers += [nn.Linear(width, hidden), nn.ReLU()]
+            width = hidden
+        layers.append(nn.Linear(width, num_classes))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Inputs ``(N, ...)`` of ``in_features`` values each -> logits ``(N, num_classes)``."""
+        logits: Tensor = self.layers(x)
+        return logits
