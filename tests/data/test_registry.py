@@ -122,3 +122,29 @@ def test_repeated_loads_share_one_read_but_never_the_tensors(monkeypatch):
     assert calls == ["test", "train"]
     assert int(second.inputs.max()) == 0
     registry._read.cache_clear()
+
+
+def test_a_registered_dataset_trains_from_the_command_line(tmp_path):
+    from focalcal.cli import main
+    from focalcal.data import Dataset, dataset_kind, register_dataset
+
+    def read(split):
+        g = torch.Generator().manual_seed({"train": 0, "test": 1}[split])
+        x = torch.randn(300, 4, 1, generator=g)
+        return Dataset(x, (x[:, 0, 0] > 0).long(), ("neg", "pos"), (0.0,) * 4, (1.0,) * 4)
+
+    register_dataset("test-blobs", read, kind="signals", description="two blobs")
+    assert (
+        dataset_kind("test-blobs") == "signals"
+        and len(load_dataset("test-blobs", split="val")) == 30
+    )
+    run = tmp_path / "run"
+    argv = ["train", str(run), "--dataset", "test-blobs", "--model", "mlp", "--epochs", "2",
+            "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    with pytest.raises(ValueError, match="a dataset named 'test-blobs' is already registered"):
+        register_dataset("test-blobs", read)
+    with pytest.raises(ValueError, match="without ':' or a file suffix"):
+        register_dataset("mine.npz", read)
+    with pytest.raises(ValueError, match="kind must be one of"):
+        register_dataset("test-other", read, kind="audio")

@@ -11,7 +11,13 @@ from focalcal.data.corruptions import CORRUPTIONS, corrupt
 from focalcal.data.dataset import Dataset
 from focalcal.data.download import RemoteFile, data_root, fetch
 from focalcal.data.loader import BatchLoader, random_crop_flip
-from focalcal.data.registry import dataset_kind, dataset_label, dataset_names, load_dataset
+from focalcal.data.registry import (
+    dataset_kind,
+    dataset_label,
+    dataset_names,
+    load_dataset,
+    register_dataset,
+)
 from focalcal.data.splits import train_validation_indices
 
 __all__ = [
@@ -27,5 +33,6 @@ __all__ = [
     "fetch",
     "load_dataset",
     "random_crop_flip",
+    "register_dataset",
     "train_validation_indices",
 ]

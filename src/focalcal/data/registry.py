@@ -19,6 +19,7 @@ from focalcal.data.splits import SPLIT_SEED, VALIDATION_FRACTION, train_validati
 
 Root = str | os.PathLike[str] | None
 SPLITS = ("train", "val", "test")
+KINDS = ("images", "signals", "text")
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,46 @@ def _read(name: str, root: str | None, split: str, download: bool, **options: An
     # decoding (and checksumming) it once per process is what makes that cheap. Callers get
     # copies, so the cached tensors are never handed out.
     return dataset_entry(name).read(root, split, download, **options)
+
+
+def register_dataset(
+    name: str,
+    read: Callable[[str], Dataset],
+    *,
+    description: str = "",
+    official_validation: bool = False,
+    kind: str = "images",
+) -> None:
+    """Make ``read(split)`` loadable as ``name`` (lower case, not already taken), in this
+    process: :func:`load_dataset`, the configs and the command line then take the name.
+    ``read`` returns a :class:`~focalcal.data.dataset.Dataset` for ``"train"`` and ``"test"``
+    (and ``"val"`` with ``official_validation``; otherwise the validation split is the seeded
+    10 % of ``"train"``); ``kind`` is ``"images"``, ``"signals"`` or ``"text"``.
+
+    Example:
+        >>> import torch
+        >>> from focalcal.data import Dataset
+        >>> def read(split):
+        ...     g = torch.Generator().manual_seed(0 if split == "train" else 1)
+        ...     x = torch.randn(100, 1, 16, generator=g)
+        ...     return Dataset(x, (x.mean((1, 2)) > 0).long(), ("neg", "pos"), (0.0,), (1.0,))
+        >>> register_dataset("docs-signals", read, kind="signals")
+        >>> len(load_dataset("docs-signals", split="val")), dataset_kind("docs-signals")
+        (10, 'signals')
+    """
+    if not name or name != name.strip().lower() or ":" in name or arrays.is_array_file(name):
+        raise ValueError(
+            f"a dataset name is lower case, without ':' or a file suffix, got {name!r}"
+        )
+    if name in DATASETS:
+        raise ValueError(f"a dataset named {name!r} is already registered")
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if not callable(read):
+        raise ValueError(f"dataset {name!r}: read must be callable")
+    DATASETS[name] = DatasetEntry(
+        lambda root, split, download: read(split), description, official_validation, kind
+    )
 
 
 def dataset_entry(name: str) -> DatasetEntry:
