@@ -27,7 +27,6 @@ from focalcal.data.dataset import Dataset
 
 SUFFIXES = (".npz", ".pt", ".pth", ".csv")
 LABEL_COLUMNS = ("label", "labels", "target", "class", "y")  # a table's label column, any case
-TEST_SEED = 1  # a table's test rows: a seeded 10 % held out
 REQUIRED = ("x_train", "y_train", "x_test", "y_test")
 
 
@@ -38,16 +37,12 @@ def is_array_file(name: str) -> bool:
 
 def has_validation(path: str) -> bool:
     """Whether the file holds its own validation split."""
-    return "x_val" in _arrays(path, os.stat(path).st_mtime_ns)
+    return "x_val" in _current(path)
 
 
 def input_kind(path: str) -> str:
     """``"images"`` for uint8 inputs, ``"signals"`` for floats."""
-    return (
-        "images"
-        if _arrays(path, os.stat(path).st_mtime_ns)["x_train"].dtype == torch.uint8
-        else "signals"
-    )
+    return "images" if _current(path)["x_train"].dtype == torch.uint8 else "signals"
 
 
 def read_arrays(path: str, split: str) -> Dataset:
@@ -56,16 +51,20 @@ def read_arrays(path: str, split: str) -> Dataset:
     and the array for anything else."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"dataset file {path} does not exist")
-    arrays = _arrays(path, os.stat(path).st_mtime_ns)
-    key = {"train": "train", "val": "val", "test": "test"}[split]
-    if f"x_{key}" not in arrays:
-        raise ValueError(f"{path} holds no x_{key}")
+    arrays = _current(path)
+    if f"x_{split}" not in arrays:
+        raise ValueError(f"{path} holds no x_{split}")
     train = arrays["x_train"]
     axes = (0, 2, 3) if train.dim() == 4 else (0, 2)
     scaled = train.double() / 255 if train.dtype == torch.uint8 else train.double()
     mean = tuple(scaled.mean(dim=axes).tolist())
     std = tuple(max(s, 1e-12) for s in scaled.std(dim=axes).tolist())
-    return Dataset(arrays[f"x_{key}"], arrays[f"y_{key}"], arrays["classes"], mean, std)
+    return Dataset(arrays[f"x_{split}"], arrays[f"y_{split}"], arrays["classes"], mean, std)
+
+
+def _current(path: str) -> dict[str, Any]:
+    """The file's arrays as it is now (the cache follows its modification time)."""
+    return _arrays(path, os.stat(path).st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=2)
@@ -119,7 +118,7 @@ def _table(path: Path) -> dict[str, Any]:
     split."""
     import csv
 
-    from focalcal.data.splits import train_validation_indices
+    from focalcal.data.splits import train_test_indices
 
     with path.open(newline="") as file:
         rows = list(csv.reader(file))
@@ -146,7 +145,7 @@ def _table(path: Path) -> dict[str, Any]:
         numbers = [float(classes.index(v)) for v in labels]
     x = torch.tensor(features, dtype=torch.float32).unsqueeze(2)
     y = torch.tensor(numbers, dtype=torch.float64)
-    keep, held = train_validation_indices(len(y), 0.1, TEST_SEED)
+    keep, held = train_test_indices(len(y))
     table = {"x_train": x[keep], "y_train": y[keep], "x_test": x[held], "y_test": y[held]}
     return table if classes is None else {**table, "classes": classes}
 

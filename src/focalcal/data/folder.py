@@ -20,10 +20,9 @@ from typing import Any
 import numpy as np
 
 from focalcal._io import atomic_write
-from focalcal.data.splits import train_validation_indices
+from focalcal.data.splits import train_test_indices
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
-TEST_SEED = 1  # the seeded hold-out of test images where the folder has no test/
 
 
 def is_image_folder(name: str) -> bool:
@@ -109,7 +108,7 @@ def _read(folder: Path, files: dict[str, list[tuple[Path, str]]]) -> dict[str, n
         arrays[f"x_{split}"] = x if colour else x[:, None]
         arrays[f"y_{split}"] = np.array([index[name] for _, name in found], dtype=np.int64)
     if "x_test" not in arrays:  # hold out a seeded 10 % of train/ as the test split
-        keep, held = train_validation_indices(len(arrays["y_train"]), 0.1, TEST_SEED)
+        keep, held = train_test_indices(len(arrays["y_train"]))
         for axis in ("x", "y"):
             whole = arrays[f"{axis}_train"]
             arrays[f"{axis}_test"] = whole[held.numpy()]

@@ -32,3 +32,18 @@ def train_validation_indices(
     np.random.RandomState(seed).shuffle(order)
     held_out = math.floor(fraction * size)
     return torch.from_numpy(order[held_out:]), torch.from_numpy(order[:held_out])
+
+
+TEST_SEED = 1
+
+
+def train_test_indices(size: int) -> tuple[Tensor, Tensor]:
+    """Indices of the training and test parts of data that come without a test split (an image
+    folder without ``test/``, a table): :func:`train_validation_indices` with
+    :data:`TEST_SEED`, so the paper's validation split is then drawn from the training part.
+
+    >>> train, test = train_test_indices(100)
+    >>> len(train), len(test)
+    (90, 10)
+    """
+    return train_validation_indices(size, VALIDATION_FRACTION, TEST_SEED)
