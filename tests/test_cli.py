@@ -51,6 +51,14 @@ def test_list_names_every_registry(capsys):
             "dataset 'cifar11' (did you mean 'cifar10'?); known:",
         ),
         (["reproduce", "--dataset", "cifar11"], "unknown dataset 'cifar11'"),
+        (
+            ["train", "RUN", "--dataset", "mnist1d", "--model", "small-cnn"],
+            "model 'small-cnn' does not fit dataset 'mnist1d' (inputs (1, 40))",
+        ),
+        (
+            ["reproduce", "--datasets", "digits", "mnist1d", "--losses", "ce"],
+            "model 'small-cnn' does not fit dataset 'mnist1d'",
+        ),
     ],
 )
 def test_bad_values_exit_2_with_one_line(argv, message, capsys, tmp_path):

@@ -116,6 +116,7 @@ def _train(args: argparse.Namespace) -> None:
     from focalcal.engine.train import distributed, train
 
     config = _config(args)
+    _check_fit([config])
     # Under torchrun (WORLD_SIZE > 1): one process per device, DistributedDataParallel inside
     # train(); NCCL between GPUs, gloo on CPUs; rendezvous from torchrun's environment.
     started = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()
@@ -161,6 +162,7 @@ def _reproduce(args: argparse.Namespace) -> None:
                        sorted(_explicit(args)))  # fmt: skip
         for config in configs.values():
             check_names(config)
+        _check_fit(configs.values())
         ood = args.ood if args.ood is not None else table.get("ood")
         ood = ood if ood is not None else _default_ood(configs.values())
         for spec in ood:
@@ -244,6 +246,22 @@ def _apply_calibrator(args: argparse.Namespace) -> None:
         before = float(expected_calibration_error(data.scores, data.labels))
         after = float(expected_calibration_error(log_probs, data.labels))
         print(f"ECE {100 * before:.2f} % -> {100 * after:.2f} %")
+
+
+def _check_fit(configs: Iterable[TrainConfig]) -> None:
+    """Each distinct (data, model) of ``configs`` checked to fit before any run writes (exit 2
+    where it does not; a missing data file stays a failed run, exit 1)."""
+    from focalcal.engine.preflight import check_fit
+
+    seen = set()
+    for config in configs:
+        key = (config.dataset, config.root, config.subset, config.model, str(config.model_options))
+        if key not in seen:
+            seen.add(key)
+            try:
+                check_fit(config)
+            except ValueError as error:
+                raise UsageError(str(error)) from None
 
 
 def _default_ood(configs: Iterable[TrainConfig]) -> list[str]:
