@@ -124,9 +124,11 @@ def test_repeated_loads_share_one_read_but_never_the_tensors(monkeypatch):
     registry._read.cache_clear()
 
 
-def test_a_registered_dataset_trains_from_the_command_line(tmp_path):
+def test_a_registered_dataset_trains_from_the_command_line(tmp_path, monkeypatch):
     from focalcal.cli import main
     from focalcal.data import Dataset, dataset_kind, register_dataset
+
+    monkeypatch.setattr(registry, "DATASETS", dict(registry.DATASETS))  # undone afterwards
 
     def read(split):
         g = torch.Generator().manual_seed({"train": 0, "test": 1}[split])

@@ -11,6 +11,7 @@ from torch import nn
 
 from focalcal.engine.config import TrainConfig
 from focalcal.models import build_model, model_constructor, register_model
+from focalcal.models import registry as models_registry
 
 NETS = textwrap.dedent(
     """
@@ -30,7 +31,8 @@ NETS = textwrap.dedent(
 )
 
 
-def test_register_model_builds_with_only_the_sizes_it_takes():
+def test_register_model_builds_with_only_the_sizes_it_takes(monkeypatch):
+    monkeypatch.setattr(models_registry, "_MODELS", dict(models_registry._MODELS))  # undone
     seen = {}
 
     def factory(num_classes, image_size):
