@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import math
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -240,12 +239,6 @@ def write_calibration(
     written.append(
         atomic_write_text(out / "calibration.md", calibration_markdown(calibration.summary))
     )
-    text = json.dumps(calibration.summary, indent=2, default=_plain) + "\n"
+    text = json.dumps(calibration.summary, indent=2) + "\n"
     written.append(atomic_write_text(out / "calibration.json", text))
     return written
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return repr(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")

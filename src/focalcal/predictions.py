@@ -10,7 +10,6 @@ log-probabilities as ``.npz``, ``.pt`` or ``.csv``.
 
 from __future__ import annotations
 
-import csv
 import os
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -24,9 +23,9 @@ from torch import Tensor
 
 from focalcal._checks import looks_like_probabilities
 from focalcal._io import UnreadableFile, atomic_write, atomic_write_text, load_tensors
+from focalcal._tables import LABEL_COLUMNS, read_table
 
 SCORE_KEYS = ("logits", "probs")
-LABEL_KEYS = ("labels", "label", "targets", "target", "y")
 SUFFIXES = (".npz", ".pt", ".pth", ".npy", ".csv")
 
 
@@ -116,9 +115,9 @@ def _read(files: list[Path], need_labels: bool) -> tuple[Any, Any, list[str]]:
     if len(present) != 1:
         found = ", ".join(map(repr, arrays)) or "nothing"
         raise ValueError(f"expected exactly one of {SCORE_KEYS} and 'labels', found {found}")
-    label_key = next((key for key in LABEL_KEYS if key in arrays), None)
+    label_key = next((key for key in LABEL_COLUMNS if key in arrays), None)
     if label_key is None and need_labels:
-        raise ValueError(f"no labels: expected one of {LABEL_KEYS}, found {', '.join(arrays)}")
+        raise ValueError(f"no labels: expected one of {LABEL_COLUMNS}, found {', '.join(arrays)}")
     used = f"{kind} {present[0]!r}" + (f" and {label_key!r}" if label_key else "")
     scores = arrays[present[0]]
     if present[0] == "probs":
@@ -145,30 +144,17 @@ def _numpy(path: Path) -> Any:
 
 
 def _read_csv(path: Path, need_labels: bool) -> tuple[Any, Any, list[str]]:
-    with path.open(newline="") as file:
-        rows = list(csv.reader(file))
-    if not rows:
-        raise ValueError("the file is empty")
-    header = [name.strip() for name in rows[0]]
-    label_column = next((i for i, n in enumerate(header) if n.lower() in LABEL_KEYS), None)
-    if label_column is None and need_labels:
-        raise ValueError(f"no label column: name one of {LABEL_KEYS} in the header")
-    classes = [i for i in range(len(header)) if i != label_column]
-    values = []
-    for number, row in enumerate(rows[1:], start=2):
-        if len(row) != len(header):
-            raise ValueError(f"line {number} has {len(row)} fields, the header {len(header)}")
-        try:
-            values.append([float(field) for field in row])
-        except ValueError:
-            raise ValueError(f"line {number} holds a field that is not a number") from None
-    table = np.array(values, dtype=np.float64).reshape(len(values), len(header))
-    names = ", ".join(header[i] for i in classes)
-    note = f"columns {names} as scores" + (
-        f", {header[label_column]!r} as labels" if label_column is not None else ""
-    )
-    labels = table[:, label_column] if label_column is not None else None
-    return table[:, classes], labels, [note]
+    table = read_table(path, need_labels)
+    note = f"columns {', '.join(table.columns)} as scores"
+    if table.labels is None:
+        return table.values, None, [note]
+    try:
+        labels = np.array([float(label) for label in table.labels], dtype=np.float64)
+    except ValueError:
+        raise ValueError(
+            f"column {table.label_column!r} holds a label that is not a number"
+        ) from None
+    return table.values, labels, [f"{note}, {table.label_column!r} as labels"]
 
 
 def _as_float_tensor(scores: Any) -> Tensor:

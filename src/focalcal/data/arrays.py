@@ -23,10 +23,10 @@ import torch
 from torch import Tensor
 
 from focalcal._io import UnreadableFile, load_tensors
+from focalcal._tables import read_table
 from focalcal.data.dataset import Dataset
 
 SUFFIXES = (".npz", ".pt", ".pth", ".csv")
-LABEL_COLUMNS = ("label", "labels", "target", "class", "y")  # a table's label column, any case
 REQUIRED = ("x_train", "y_train", "x_test", "y_test")
 
 
@@ -112,42 +112,26 @@ def _arrays(path: str, modified: int) -> dict[str, Any]:
 
 
 def _table(path: Path) -> dict[str, Any]:
-    """A CSV table of features: a header, one numeric column per feature and a label column
-    (:data:`LABEL_COLUMNS`; numbers or class names). Features become channels of length 1,
-    ``(N, D, 1)``, so each is standardised on its own; a seeded 10 % of the rows is the test
-    split."""
-    import csv
-
+    """A CSV table of features (:func:`focalcal._tables.read_table`; labels numbers or class
+    names). Features become channels of length 1, ``(N, D, 1)``, so each is standardised on
+    its own; a seeded 10 % of the rows is the test split."""
     from focalcal.data.splits import train_test_indices
 
-    with path.open(newline="") as file:
-        rows = list(csv.reader(file))
-    if len(rows) < 2:
-        raise ValueError("the table needs a header and at least one row")
-    header = [name.strip() for name in rows[0]]
-    label = next((i for i, n in enumerate(header) if n.lower() in LABEL_COLUMNS), None)
-    if label is None:
-        raise ValueError(f"no label column: name one of {LABEL_COLUMNS} in the header")
-    features, labels = [], []
-    for number, row in enumerate(rows[1:], start=2):
-        if len(row) != len(header):
-            raise ValueError(f"line {number} has {len(row)} fields, the header {len(header)}")
-        try:
-            features.append([float(v) for i, v in enumerate(row) if i != label])
-        except ValueError:
-            raise ValueError(f"line {number} holds a feature that is not a number") from None
-        labels.append(row[label].strip())
+    table = read_table(path)
+    assert table.labels is not None  # read_table requires the label column
+    if not table.labels:
+        raise ValueError("the table has a header but no rows")
     try:
-        numbers = [float(v) for v in labels]
+        numbers = [float(v) for v in table.labels]
         classes = None
     except ValueError:  # class names: sorted, as an image folder's
-        classes = sorted(set(labels))
-        numbers = [float(classes.index(v)) for v in labels]
-    x = torch.tensor(features, dtype=torch.float32).unsqueeze(2)
+        classes = sorted(set(table.labels))
+        numbers = [float(classes.index(v)) for v in table.labels]
+    x = torch.from_numpy(table.values).float().unsqueeze(2)
     y = torch.tensor(numbers, dtype=torch.float64)
     keep, held = train_test_indices(len(y))
-    table = {"x_train": x[keep], "y_train": y[keep], "x_test": x[held], "y_test": y[held]}
-    return table if classes is None else {**table, "classes": classes}
+    split = {"x_train": x[keep], "y_train": y[keep], "x_test": x[held], "y_test": y[held]}
+    return split if classes is None else {**split, "classes": classes}
 
 
 def _tensor(value: Any, name: str) -> Tensor:
