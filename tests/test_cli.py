@@ -75,6 +75,16 @@ def test_bad_flags_exit_2_from_argparse():
     assert result.returncode == 2 and "run_dir" in result.stderr
 
 
+@pytest.mark.parametrize("command", ["train RUN", "evaluate RUN", "reproduce", "list"])
+def test_an_unknown_flag_shows_its_commands_usage(command, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main([*command.split(), "--colour"])
+    err = capsys.readouterr().err
+    name = command.split()[0]
+    assert stop.value.code == 2 and f"usage: focalcal {name} " in err
+    assert f"focalcal {name}: error: unrecognized arguments: --colour" in err
+
+
 def test_a_failing_run_exits_1_with_one_line(capsys, tmp_path):
     argv = ["train", str(tmp_path / "run"), "--dataset", "cifar10", "--set", "root='/nowhere'"]
     assert main(argv) == 1
@@ -93,10 +103,13 @@ def test_train_applies_flags_and_overrides(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["epochs"] == 1
 
 
-def test_epochs_moves_the_presets_milestones_unless_they_are_set(tmp_path):
-    small = ["--subset", "128", "--set", "val_subset=64", "--set", "analysis_samples=0", "--quiet"]
-    assert main(["train", str(tmp_path / "a"), "--epochs", "5", *small]) == 0  # preset: [15, 22]
+def test_epochs_moves_the_presets_milestones_unless_they_are_set(tmp_path, capsys):
+    assert main(["train", str(tmp_path / "a"), "--epochs", "5"]) == 0  # preset: [15, 22] of 30
     assert TrainConfig.load(tmp_path / "a" / "config.toml").milestones == [3, 4]
+    captured = capsys.readouterr()
+    assert captured.out.count("\nepoch ") == 4 and captured.out.startswith("epoch 1/5: loss")
+    assert captured.err.strip() == f"next: focalcal evaluate {tmp_path / 'a'}"
+    small = ["--subset", "128", "--set", "val_subset=64", "--set", "analysis_samples=0", "--quiet"]
     argv = ["train", str(tmp_path / "b"), "--epochs", "3", "--set", "milestones=[2]", *small]
     assert main(argv) == 0
     assert TrainConfig.load(tmp_path / "b" / "config.toml").milestones == [2]
@@ -158,3 +171,20 @@ def test_a_bad_grid_table_exits_2_naming_it(tmp_path, capsys, table, message):
     path.write_text('dataset = "digits"\n' + table)
     assert main(["reproduce", "--config", str(path), "--out", str(tmp_path / "o")]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_every_option_has_help_with_its_default():
+    from focalcal.cli import parser
+
+    (commands,) = (a for a in parser()._actions if a.dest == "command")
+    missing = []
+    for name, command in commands.choices.items():
+        for action in command._actions:
+            if action.dest in ("help",) or not action.option_strings:
+                continue
+            text = action.help or ""
+            if not (
+                action.required or "default" in text or "required" in text or "with --apply" in text
+            ):
+                missing.append(f"{name} {action.option_strings[0]}: {text!r}")
+    assert missing == []

@@ -17,13 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from focalcal._io import tomllib
+from focalcal._parser import parser
 from focalcal.engine.config import TrainConfig, check_names, load_config_file
-
-REPRODUCE_EXAMPLES = """examples:
-  focalcal reproduce                                   # the default experiment, ~3-5 min on 2 cores
-  focalcal reproduce --dataset mnist1d --model cnn1d --losses ce flsd-53 --epochs 3
-  focalcal reproduce --config grid.toml --seeds 3      # a [grid] table; flags win over it
-"""
 
 
 class UsageError(ValueError):
@@ -80,35 +75,6 @@ def _explicit(args: argparse.Namespace) -> set[str]:
     return flags | set(_overrides(args.set))
 
 
-def _add_config_flags(parser: argparse.ArgumentParser, default_preset: str) -> None:
-    parser.add_argument(
-        "--preset",
-        default=default_preset,
-        help=f"a named protocol (default {default_preset}; see `focalcal list`)",
-    )
-    parser.add_argument(
-        "--config",
-        type=Path,
-        help="a TOML or YAML TrainConfig (replaces --preset); for reproduce, with a [grid] table",
-    )
-    parser.add_argument("--dataset", help="a registered dataset (see focalcal list)")
-    parser.add_argument("--model", help="a registered model (see focalcal list)")
-    parser.add_argument("--loss", help="the loss of this run: ce, fl-3, flsd-53, ...")
-    parser.add_argument(
-        "--epochs", type=int, help="epochs to train (the lr milestones move in proportion)"
-    )
-    parser.add_argument("--subset", type=int, help="training samples to keep")
-    parser.add_argument("--seed", type=int, help="of the split, the weights and the batches")
-    parser.add_argument("--device", help="auto (default), cpu, cuda, cuda:1 ...")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="any TrainConfig field, its value in TOML syntax (repeatable)",
-    )
-
-
 def _train(args: argparse.Namespace) -> None:
     import torch
     import torch.distributed as dist
@@ -150,7 +116,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _reproduce(args: argparse.Namespace) -> None:
-    from focalcal.engine.evaluate import parse_ood
+    from focalcal.engine.ood import check_ood, default_ood
     from focalcal.experiments.reproduce import DEFAULT_LOSSES, grid, reproduce
 
     base, table = _config_and_grid(args)  # the flags win over the file's [grid] table
@@ -164,9 +130,10 @@ def _reproduce(args: argparse.Namespace) -> None:
             check_names(config)
         _check_fit(configs.values())
         ood = args.ood if args.ood is not None else table.get("ood")
-        ood = ood if ood is not None else _default_ood(configs.values())
-        for spec in ood:
-            parse_ood(spec)
+        ood = ood if ood is not None else default_ood(configs.values())
+        for config in configs.values():
+            for spec in ood:
+                check_ood(spec, config)
     except (ValueError, TypeError) as error:
         raise UsageError(str(error)) from None
     out = args.out or Path("runs") / f"reproduce-{args.preset}"
@@ -255,22 +222,14 @@ def _check_fit(configs: Iterable[TrainConfig]) -> None:
 
     seen = set()
     for config in configs:
-        key = (config.dataset, config.root, config.subset, config.model, str(config.model_options))
+        key = (config.dataset, config.root, config.subset, str(config.dataset_options),
+               str(config.classes), config.model, str(config.model_options))  # fmt: skip
         if key not in seen:
             seen.add(key)
             try:
                 check_fit(config)
             except ValueError as error:
                 raise UsageError(str(error)) from None
-
-
-def _default_ood(configs: Iterable[TrainConfig]) -> list[str]:
-    """Gaussian noise at severity 5 (the paper's CIFAR-10-C set) where every run's data are
-    images; none where some are signals or text (name OOD sets with --ood)."""
-    from focalcal.data import dataset_kind
-
-    images = all(dataset_kind(config.dataset) == "images" for config in configs)
-    return ["corruption:gaussian_noise:5"] if images else []
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -320,126 +279,8 @@ def _list(args: argparse.Namespace) -> None:
         print(f"{title}: {', '.join(names)}")
 
 
-def parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``focalcal`` command."""
-    main = argparse.ArgumentParser(prog="focalcal", description=__doc__.splitlines()[0])
-    commands = main.add_subparsers(dest="command", required=True)
-
-    train = commands.add_parser("train", help="train one run into RUN_DIR")
-    train.add_argument("run_dir", type=Path)
-    _add_config_flags(train, "fashion-mnist")
-    train.add_argument("--resume", action="store_true", help="continue RUN_DIR's last checkpoint")
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
-    train.set_defaults(handler=_train)
-
-    evaluate = commands.add_parser("evaluate", help="calibration before and after T of a run")
-    evaluate.add_argument("run_dir", type=Path)
-    evaluate.add_argument("--checkpoint", choices=("last", "best"), default="last",
-                          help="the last checkpoint (default) or the best one")  # fmt: skip
-    evaluate.add_argument("--objective", choices=("ece", "nll"), default="ece",
-                          help="fit T by the paper's ECE grid (default) or by NLL")  # fmt: skip
-    evaluate.add_argument("--ood", nargs="*", default=[],
-                          help="OOD sets: dataset names or corruption:NAME:SEVERITY")  # fmt: skip
-    evaluate.add_argument("--bootstrap", type=int, default=0, help="bootstrap resamples")
-    evaluate.add_argument("--device", default="cpu")
-    evaluate.set_defaults(handler=_evaluate)
-
-    reproduce = commands.add_parser(
-        "reproduce",
-        help="the paper's comparison: a grid of runs",
-        description="Train and evaluate a grid of runs (losses x models x datasets x seeds) and "
-        "write the paper's tables and figures.",
-        epilog=REPRODUCE_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    _add_config_flags(reproduce, "fashion-mnist")
-    reproduce.add_argument(
-        "--losses",
-        nargs="+",
-        help="the grid's losses (default: ce brier mmce ls-0.05 fl-3 flsd-53); --loss is one run's",
-    )
-    reproduce.add_argument("--models", nargs="+")
-    reproduce.add_argument("--datasets", nargs="+")
-    reproduce.add_argument(
-        "--ood", nargs="*",
-        help="OOD sets (default: corruption:gaussian_noise:5 for images, none for signals or text)",
-    )  # fmt: skip
-    reproduce.add_argument("--objective", choices=("ece", "nll"), default="ece")
-    reproduce.add_argument(
-        "--seeds", type=int,
-        help="runs of each configuration, seeds SEED, SEED+1, ... (tables: mean ± std)",
-    )  # fmt: skip
-    reproduce.add_argument(
-        "--bootstrap", type=int, default=0, help="bootstrap resamples: test-set intervals"
-    )
-    reproduce.add_argument(
-        "--shard", metavar="K/N",
-        help="only runs K, K+N, K+2N, ... and no tables (one process of a job array); under "
-        "torchrun each process takes its RANK/WORLD_SIZE shard and rank 0 writes the tables",
-    )  # fmt: skip
-    reproduce.add_argument("--out", type=Path, help="default: runs/reproduce-PRESET")
-    reproduce.add_argument("--quiet", action="store_true", help="no progress lines")
-    reproduce.set_defaults(handler=_reproduce)
-
-    calibrate = commands.add_parser(
-        "calibrate",
-        help="calibrate saved predictions: fit post-hoc maps on VAL, report them on TEST",
-        description="Fit post-hoc calibration maps on validation predictions, report every "
-        "metric on test predictions before and after each, and save each fitted map; or, with "
-        "--apply, calibrate new predictions with a saved map. A predictions file is .npz "
-        "(arrays logits or probs, and labels), .pt/.pth (a dict of tensors with those keys), "
-        ".csv (a column per class and a label column) or two .npy files (scores, labels).",
-        epilog="example: focalcal calibrate --val val.npz --test test.npz --out runs/cal",
-    )
-    calibrate.add_argument(
-        "--val",
-        nargs="+",
-        metavar="FILE",
-        help="validation predictions: what the maps are fitted on",
-    )
-    calibrate.add_argument(
-        "--test", nargs="+", metavar="FILE", help="test predictions: what the report measures"
-    )
-    calibrate.add_argument(
-        "--method",
-        nargs="+",
-        metavar="NAME",
-        help="post-hoc maps to fit (default: all; matrix and dirichlet only up to 100 classes)",
-    )
-    calibrate.add_argument("--bins", type=int, default=15, help="bins of the metrics (15)")
-    calibrate.add_argument(
-        "--bootstrap",
-        type=int,
-        default=200,
-        help="bootstrap resamples of the test set for intervals (200; 0: none)",
-    )
-    calibrate.add_argument("--seed", type=int, default=0, help="of the bootstrap (0)")
-    calibrate.add_argument("--out", type=Path, help="default: runs/calibration")
-    calibrate.add_argument(
-        "--apply",
-        type=Path,
-        metavar="CALIBRATOR",
-        help="a saved calibrator (calibrators/METHOD.json) to apply",
-    )
-    calibrate.add_argument(
-        "--scores",
-        nargs="+",
-        metavar="FILE",
-        help="with --apply: the predictions to calibrate (labels optional)",
-    )
-    calibrate.add_argument(
-        "--output", type=Path, help="with --apply: .npz (default NAME.calibrated.npz), .pt or .csv"
-    )
-    calibrate.add_argument("--quiet", action="store_true", help="no progress bar")
-    calibrate.set_defaults(handler=_calibrate)
-
-    gamma = commands.add_parser("gamma", help="the Lambert-W γ for a probability threshold")
-    gamma.add_argument("--p0", type=float, required=True, help="threshold in (0, 0.5)")
-    gamma.set_defaults(handler=_gamma)
-
-    listing = commands.add_parser("list", help="registered losses, models, datasets, presets")
-    listing.set_defaults(handler=_list)
-    return main
+HANDLERS = {"train": _train, "evaluate": _evaluate, "reproduce": _reproduce,
+            "calibrate": _calibrate, "gamma": _gamma, "list": _list}  # fmt: skip
 
 
 class Terminated(KeyboardInterrupt):
@@ -452,11 +293,14 @@ def _terminate(signum: int, frame: object) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
-    args = parser().parse_args(argv)
+    args, unknown = parser().parse_known_args(argv)
+    handler = HANDLERS[args.command]
+    if unknown:
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")  # exits 2
     main_thread = threading.current_thread() is threading.main_thread()  # where signals go
     previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
-        args.handler(args)
+        handler(args)
     except UsageError as error:
         print(f"focalcal {args.command}: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2

@@ -73,3 +73,45 @@ def test_train_from_flags_on_a_folder(tmp_path):
     assert main(["train", str(run), "--dataset", str(root), "--epochs", "1", "--quiet"]) == 0
     result = json.loads((run / "result.json").read_text())
     assert result["epochs"] == 1
+
+
+def test_the_size_and_channels_are_the_users_each_with_its_own_cache(tmp_path):
+    root = write_folder(tmp_path / "pets", {"train": 10, "test": 2}, size=(12, 10))
+    square = load_dataset(str(root), split="test", image_size=8)
+    grey = load_dataset(str(root), split="test", image_size=[6, 9], channels=1)
+    native = load_dataset(str(root), split="test")
+    assert square.inputs.shape[1:] == (3, 8, 8) and native.inputs.shape[1:] == (3, 10, 12)
+    assert grey.inputs.shape[1:] == (1, 6, 9)
+    with Image.open(root / "test" / "dog" / "001.png") as image:  # Pillow's own resize: (w, h)
+        expected = np.asarray(image.convert("L").resize((9, 6), Image.Resampling.BILINEAR))
+    assert grey.inputs[-1, 0].equal(torch.from_numpy(expected.copy()))
+    caches = sorted(p.name for p in tmp_path.glob("*.npz"))
+    assert caches == ["pets.6x9-1ch.focalcal.npz", "pets.8x8.focalcal.npz", "pets.focalcal.npz"]
+    with pytest.raises(ValueError, match=r"image_size must be a positive integer"):
+        load_dataset(str(root), image_size=[0, 4])
+    with pytest.raises(ValueError, match=r"channels must be 1 \(grey\) or 3"):
+        load_dataset(str(root), channels=2)
+    with pytest.raises(ValueError, match=r"takes no option colour; its options: image_size"):
+        load_dataset(str(root), colour=True)
+    with pytest.raises(ValueError, match=r"'digits' takes no option image_size; its options: none"):
+        load_dataset("digits", image_size=8)
+
+
+def test_train_resizes_a_folder_as_its_config_says(tmp_path):
+    root = write_folder(tmp_path / "pets", {"train": 20, "test": 4}, size=(20, 20))
+    run = tmp_path / "run"
+    options = "dataset_options={image_size=12, channels=1}"
+    argv = ["train", str(run), "--dataset", str(root), "--epochs", "1", "--quiet", "--set", options]
+    assert main(argv) == 0
+    assert (tmp_path / "pets.12x12-1ch.focalcal.npz").is_file()
+    assert not (tmp_path / "pets.focalcal.npz").exists()
+    assert main(["evaluate", str(run)]) == 0  # the run's own size, read back
+    bad = [
+        "train",
+        str(tmp_path / "bad"),
+        "--dataset",
+        str(root),
+        "--set",
+        "dataset_options={size=3}",
+    ]
+    assert main(bad) == 2 and not (tmp_path / "bad").exists()

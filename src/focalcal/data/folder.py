@@ -5,7 +5,12 @@ The folder is read once with Pillow into uint8 arrays and cached, atomically, as
 file ``ROOT.focalcal.npz`` beside it (:mod:`focalcal.data.arrays` reads it); the cache is used
 while no image was added, removed or changed. Every image is converted to RGB if any is in
 colour (grey otherwise) and resized (bilinear) to the size of the first training image, in
-sorted order. The classes are the sorted names of ``train/``'s subfolders; ``val/`` and
+sorted order, unless the reader's options say otherwise: ``image_size`` (``32``, or
+``[height, width]``) and ``channels`` (``1``: grey, ``3``: RGB), as in
+``focalcal train DIR --dataset ./pets --set 'dataset_options={image_size=32, channels=3}'``;
+each setting has its own cache (``ROOT.32x32-3ch.focalcal.npz``).
+
+The classes are the sorted names of ``train/``'s subfolders; ``val/`` and
 ``test/`` may hold only some of them. Without ``test/`` a seeded 10 % of ``train/`` is held
 out as the test split; without ``val/``, the paper's seeded 10 % of the rest.
 """
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,26 +36,41 @@ def is_image_folder(name: str) -> bool:
     return (Path(name) / "train").is_dir()
 
 
-def cached_arrays(root: str) -> str:
-    """The arrays file of the image folder ``root``, made (or remade) where it is missing or
-    stale. ``ValueError`` naming the file or folder for anything unreadable."""
+def has_validation(root: str) -> bool:
+    """Whether the image folder ``root`` has images in ``val/``."""
+    return bool(_images(Path(root) / "val"))
+
+
+def cached_arrays(
+    root: str, image_size: int | Sequence[int] | None = None, channels: int | None = None
+) -> str:
+    """The arrays file of the image folder ``root`` (images resized to ``image_size``, an
+    integer or (height, width), and made ``channels`` 1 or 3; ``None``: as the module says),
+    made (or remade) where it is missing or stale. ``ValueError`` naming the file or folder
+    for anything unreadable, or naming the option for a bad size or channel count."""
+    size = _size(image_size)
+    if channels not in (None, 1, 3):
+        raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels!r}")
     folder = Path(root)
     files = {split: _images(folder / split) for split in ("train", "val", "test")}
     if not files["train"]:
         raise ValueError(f"{folder / 'train'} holds no images in class subfolders ({EXTENSIONS})")
-    digest = hashlib.sha256()
+    setting = (f"{size[0]}x{size[1]}" if size else "") + (f"-{channels}ch" if channels else "")
+    digest = hashlib.sha256(f"{setting}\n".encode())
     for split, found in files.items():
         for path, _ in found:
             stat = path.stat()
             digest.update(
                 f"{split}/{path.relative_to(folder)}:{stat.st_size}:{stat.st_mtime_ns}\n".encode()
             )
-    cache = folder.parent / f"{folder.name}.focalcal.npz"
+    cache = folder.parent / ".".join(
+        filter(None, (folder.name, setting.strip("-"), "focalcal.npz"))
+    )
     if cache.is_file():
         with np.load(cache, allow_pickle=False) as stored:
             if "source" in stored.files and str(stored["source"]) == digest.hexdigest():
                 return str(cache)
-    arrays = _read(folder, files)
+    arrays = _read(folder, files, size, channels)
     arrays["source"] = np.array(digest.hexdigest())
     buffer = io.BytesIO()
     contents: dict[str, Any] = arrays
@@ -70,15 +91,36 @@ def _images(split: Path) -> list[tuple[Path, str]]:
     ]
 
 
-def _read(folder: Path, files: dict[str, list[tuple[Path, str]]]) -> dict[str, np.ndarray]:
+def _size(image_size: int | Sequence[int] | None) -> tuple[int, int] | None:
+    """``image_size`` as (height, width); ``ValueError`` naming it unless positive integers."""
+    if image_size is None:
+        return None
+    size = [image_size] * 2 if isinstance(image_size, int) else list(image_size)
+    if len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
+                                 for v in size):  # fmt: skip
+        raise ValueError(
+            f"image_size must be a positive integer or [height, width], got {image_size!r}"
+        )
+    return size[0], size[1]
+
+
+def _read(
+    folder: Path,
+    files: dict[str, list[tuple[Path, str]]],
+    size: tuple[int, int] | None,
+    channels: int | None,
+) -> dict[str, np.ndarray]:
     try:
         from PIL import Image
     except ImportError:
         raise ValueError("image folders need Pillow: pip install 'focalcal[images]'") from None
     classes = sorted({name for _, name in files["train"]})
     index = {name: k for k, name in enumerate(classes)}
-    with Image.open(files["train"][0][0]) as first:
-        size = first.size
+    if size is None:
+        with Image.open(files["train"][0][0]) as first:
+            width, height = first.size
+    else:
+        height, width = size
     opened: dict[str, list[Any]] = {}
     colour = False
     for split, found in files.items():
@@ -95,13 +137,14 @@ def _read(folder: Path, files: dict[str, list[tuple[Path, str]]]) -> dict[str, n
             except OSError as error:
                 raise ValueError(f"{path}: not a readable image ({error})") from None
         opened[split] = images
+    colour = colour if channels is None else channels == 3
     mode = "RGB" if colour else "L"
     arrays: dict[str, np.ndarray] = {"classes": np.array(classes)}
     for split, found in files.items():
         if not found:
             continue
         pixels = [
-            np.asarray(image.convert(mode).resize(size, Image.Resampling.BILINEAR))
+            np.asarray(image.convert(mode).resize((width, height), Image.Resampling.BILINEAR))
             for image in opened[split]
         ]
         x = np.stack(pixels).astype(np.uint8)

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import torch
 
-from focalcal.data import BatchLoader, load_dataset
+from focalcal.data import BatchLoader
 from focalcal.engine.config import TrainConfig
-from focalcal.engine.train import model_for
+from focalcal.engine.train import load_split, model_for
 
 
 def check_fit(config: TrainConfig) -> None:
@@ -23,7 +23,7 @@ def check_fit(config: TrainConfig) -> None:
         ...
         ValueError: model 'small-cnn' does not fit dataset 'mnist1d' (inputs (1, 40)): ...
     """
-    data = load_dataset(config.dataset, config.root, "train", subset=config.subset)
+    data = load_split(config, "train")
     shape = tuple(data.inputs.shape[1:])
     try:
         model = model_for(config, data).eval()
