@@ -25,6 +25,7 @@ from focalcal._io import atomic_write_text, tomllib
 OPTIMIZERS = ("sgd", "adam", "adagrad")
 REDUCTIONS = ("mean", "sum")
 PRECISIONS = ("auto", "fp32", "bf16")
+PROTOCOLS = ("focalcal", "official-code")
 
 
 def _integer(value: Any, low: float = -math.inf, high: float = math.inf) -> bool:
@@ -45,6 +46,19 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "root": (lambda v: v is None or isinstance(v, str), "a folder (a string) or None"),
     "subset": (lambda v: v is None or _integer(v, 1), "an integer >= 1 or None"),
     "val_subset": (lambda v: v is None or _integer(v, 1), "an integer >= 1 or None"),
+    "dataset_options": (_options, "a table (dict) with string keys"),
+    "classes": (
+        lambda v: (
+            v is None
+            or (
+                isinstance(v, list)
+                and len(v) >= 2
+                and all(_integer(c, 0) for c in v)
+                and len(set(v)) == len(v)
+            )
+        ),
+        "None or a list of at least two distinct class indices (integers >= 0)",
+    ),
     "model": (lambda v: isinstance(v, str), "a model name (a string)"),
     "model_options": (_options, "a table (dict) with string keys"),
     "loss": (lambda v: isinstance(v, str), "a loss name (a string)"),
@@ -75,10 +89,11 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "skip_nonfinite": (lambda v: isinstance(v, bool), "true or false"),
     "eval_batch_size": (lambda v: _integer(v, 1), "a positive integer"),
     "analysis_samples": (lambda v: v is None or _integer(v, 0), "an integer >= 0 or None"),
+    "protocol": (lambda v: v in PROTOCOLS, f"one of {PROTOCOLS}"),
 }
 
 
-DATASET_FIELDS = ("subset", "val_subset")
+DATASET_FIELDS = ("subset", "val_subset", "dataset_options", "classes")
 """The fields a preset chooses for its dataset, which another dataset does not inherit."""
 MODEL_FIELDS = ("model_options",)
 """The fields a preset chooses for its model, which another model does not inherit."""
@@ -89,7 +104,11 @@ class TrainConfig:
     """One training run. Field by field:
 
     - ``dataset``, ``root``: a :func:`focalcal.data.load_dataset` name and its data folder;
-      ``subset`` / ``val_subset``: keep the first N training / validation samples.
+      ``subset`` / ``val_subset``: keep the first N training / validation samples;
+      ``dataset_options``: passed to the dataset's reader (an image folder's ``image_size``
+      and ``channels``, a text dataset's ``vocabulary_size`` …); ``classes``: train, validate
+      and test on these classes only (their indices in the dataset), relabelled 0, 1, … in
+      the order given.
     - ``model``, ``model_options``: a :func:`focalcal.models.build_model` name and extra options.
     - ``loss``, ``loss_options``: a :func:`focalcal.losses.build_loss` name (``"flsd-53"``,
       ``"fl-3"``, ``"ls-0.05"`` …) and extra options; ``reduction`` ``"mean"`` or ``"sum"``
@@ -106,12 +125,16 @@ class TrainConfig:
       ``tensorboard`` package).
     - ``analysis_samples``: how many test samples the per-epoch analysis (test NLL of right and
       wrong predictions, entropy) reads: ``None`` all, ``0`` none.
+    - ``protocol``: ``"focalcal"`` (the paper's formulas, as documented) or ``"official-code"``
+      (what the paper's released code does where it differs; see docs/claims.md).
     """
 
     dataset: str = "fashion-mnist"
     root: str | None = None
     subset: int | None = None
     val_subset: int | None = None
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    classes: list[int] | None = None
     model: str = "small-cnn"
     model_options: dict[str, Any] = field(default_factory=dict)
     loss: str = "ce"
@@ -135,6 +158,7 @@ class TrainConfig:
     skip_nonfinite: bool = False
     eval_batch_size: int = 256  # on a CPU, batches of a few hundred beat 1 000 (cache)
     analysis_samples: int | None = None
+    protocol: str = "focalcal"
 
     def __post_init__(self) -> None:
         if isinstance(self.milestones, (list, tuple)):  # a tuple from code equals a file's list

@@ -17,7 +17,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from focalcal.data import BatchLoader, Dataset, load_dataset
 from focalcal.engine.checkpoint import load_checkpoint, save_checkpoint
 from focalcal.engine.config import TrainConfig
 from focalcal.engine.lock import hold
+from focalcal.engine.protocol import apply_protocol, lr_schedule
 from focalcal.losses import build_loss
 from focalcal.losses.hooks import EpochAware, EpochStart, start_epoch
 from focalcal.models import build_model
@@ -58,13 +59,20 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def load_split(config: TrainConfig, split: str) -> Dataset:
+    """One split of the run's data as configured (dataset, root, subset, dataset options, and
+    ``classes``: only those classes, relabelled 0, 1, …; a class index out of range is a
+    ``ValueError`` naming it)."""
+    subset = {"train": config.subset, "val": config.val_subset}.get(split)
+    return load_dataset(
+        config.dataset, config.root, split, subset=subset, classes=config.classes,
+        **config.dataset_options,
+    )  # fmt: skip
+
+
 def load_splits(config: TrainConfig) -> dict[str, Dataset]:
-    """The run's ``train``, ``val`` and ``test`` splits (subsets as configured)."""
-    subsets = {"train": config.subset, "val": config.val_subset, "test": None}
-    return {
-        split: load_dataset(config.dataset, config.root, split, subset=subset)
-        for split, subset in subsets.items()
-    }
+    """The run's ``train``, ``val`` and ``test`` splits (:func:`load_split`)."""
+    return {split: load_split(config, split) for split in ("train", "val", "test")}
 
 
 def model_for(config: TrainConfig, data: Dataset) -> nn.Module:
@@ -90,8 +98,7 @@ def load_model(
     if stored.exists():
         _check_same_run(TrainConfig.load(stored), state["config"], path)
     config = TrainConfig.from_dict(state["config"])
-    train = load_dataset(config.dataset, config.root, "train", subset=config.subset)
-    model = model_for(config, train)
+    model = model_for(config, load_split(config, "train"))
     _load_weights(model, state["model"], path)
     return model.to(device).eval(), config
 
@@ -239,9 +246,13 @@ def _tensorboard(run_dir: Path) -> Any:
 
 def train(
     config: TrainConfig, run_dir: str | os.PathLike[str], *, resume: bool = False,
-    progress: bool = True,
+    progress: bool = True, on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Train ``config`` into ``run_dir``; returns (and writes to ``result.json``) a summary.
+
+    ``progress``: a bar over each epoch's batches on a terminal, and one line per epoch.
+    ``on_epoch``: called (in the writing process) with each epoch's log record once the
+    epoch's checkpoint is written.
 
     ``resume``: continue from ``checkpoints/last.pt`` if there is one (the config must be
     the same). Without it, a directory that already holds a checkpoint is an error, and so is
@@ -254,9 +265,9 @@ def train(
     if config.batch_size % world:
         raise ValueError(f"batch_size {config.batch_size} must divide among {world} processes")
     if rank != 0:  # under torch.distributed only rank 0 writes files
-        return _train(config, run_dir, resume, progress, writer=False)
+        return _train(config, run_dir, resume, progress, None)
     with hold(run_dir):
-        return _train(config, run_dir, resume, progress, writer=True)
+        return _train(config, run_dir, resume, progress, on_epoch or (lambda record: None))
 
 
 def _resume_state(config: TrainConfig, run_dir: Path, resume: bool) -> dict[str, Any] | None:
@@ -332,8 +343,13 @@ def check_run(config: TrainConfig, run_dir: str | os.PathLike[str]) -> None:
 
 
 def _train(
-    config: TrainConfig, run_dir: Path, resume: bool, progress: bool, writer: bool
+    config: TrainConfig,
+    run_dir: Path,
+    resume: bool,
+    progress: bool,
+    on_epoch: Callable[[dict[str, Any]], None] | None,  # None: not the writing process
 ) -> dict[str, Any]:
+    writer = on_epoch is not None
     world = distributed()[1]
     last, best = run_dir / "checkpoints" / "last.pt", run_dir / "checkpoints" / "best.pt"
     state = _resume_state(config, run_dir, resume)
@@ -349,10 +365,11 @@ def _train(
     cuda = device.type == "cuda"
     if cuda:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    criterion = build_loss(config.loss, reduction=config.reduction, **config.loss_options)
+    used = apply_protocol(config)  # config.protocol's reduction, grad clip and loss options
+    criterion = build_loss(used.loss, reduction=used.reduction, **used.loss_options)
     criterion = criterion.to(device)  # buffers: class weights, AdaFocal's γ per bin
     optimizer = _optimizer(config, model)
-    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, config.milestones, config.lr_decay)
+    schedule = lr_schedule(config, optimizer)
     history: list[dict[str, Any]] = []
     best_accuracy = -1.0
     machines: list[str] = []
@@ -404,7 +421,7 @@ def _train(
         steps = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
                      disable=not progress or None)  # fmt: skip
         try:
-            total, skipped = train_epoch(step_model, criterion, optimizer, steps, config, autocast)
+            total, skipped = train_epoch(step_model, criterion, optimizer, steps, used, autocast)
         except NonFiniteLossError as error:
             raise NonFiniteLossError(
                 f"epoch {epoch + 1}, {error}; the last good checkpoint is "
@@ -448,9 +465,11 @@ def _train(
             if improved:
                 save_checkpoint(best, checkpoint)
             write_log(run_dir, history)
-        if progress and writer:
-            print(f"epoch {epoch + 1}/{config.epochs}: loss {record['train_loss']:.4f}, "
-                  f"val acc {val['accuracy']:.4f}, {record['seconds']:.1f} s")  # fmt: skip
+        if progress and writer:  # above any bars on a terminal, a plain line when piped
+            tqdm.write(f"epoch {epoch + 1}/{config.epochs}: loss {record['train_loss']:.4f}, "
+                       f"val acc {val['accuracy']:.4f}, {record['seconds']:.1f} s")  # fmt: skip
+        if on_epoch is not None:
+            on_epoch(record)
 
     if board is not None:
         board.close()

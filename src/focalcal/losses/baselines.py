@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import Tensor
 
@@ -66,23 +68,50 @@ def brier_loss(
     return reduce_loss(values, target, weight, ignore_index, reduction, logits)
 
 
+MMCEForm = Literal["kumar", "official-code"]
+MMCE_FORMS: tuple[str, ...] = ("kumar", "official-code")
+# The official code's guards: 1e-5 added to every denominator, 1e-10 under the square root.
+_OFFICIAL_DENOMINATOR_GUARD, _OFFICIAL_ROOT_GUARD = 1e-5, 1e-10
+
+
+def _kernel_sum(r: Tensor, a: Tensor, b: Tensor | None, bandwidth: float) -> Tensor:
+    r""":math:`\sum_{ij} a_i b_j e^{-|r_i - r_j| / h}` (``b`` ``None``: ``b = a``) in
+    ``O(M log M)`` time and ``O(M)`` memory: sorted by ``r``, :math:`k(r_i, r_j) = e^{u_i}
+    e^{-u_j}` for :math:`i < j`, with :math:`u = (r - 1/2) / h`, so the off-diagonal sums are
+    prefix sums."""
+    r_sorted, order = r.sort()
+    u = (r_sorted - 0.5) / bandwidth
+    up, down = u.exp(), (-u).exp()
+    a = a[order]
+    below_a = (a * up).cumsum(0) - a * up  # sum over i < j of a_i e^{u_i}
+    if b is None:
+        return a.square().sum() + 2.0 * (a * down * below_a).sum()
+    b = b[order]
+    below_b = (b * up).cumsum(0) - b * up
+    return (a * b).sum() + (b * down * below_a).sum() + (a * down * below_b).sum()
+
+
 def _mmce(
-    logits: Tensor, target: Tensor, ignore_index: int, weighted: bool, bandwidth: float
+    logits: Tensor,
+    target: Tensor,
+    ignore_index: int,
+    weighted: bool,
+    bandwidth: float,
+    form: MMCEForm = "kumar",
 ) -> Tensor:
-    r"""MMCE of checked inputs: :math:`\sqrt{\sum_{ij} s_i s_j k(r_i, r_j)}`.
+    r"""MMCE of checked inputs (see :func:`mmce` for ``form``).
 
     ``r`` is the top-label confidence; unweighted, :math:`s_i = (c_i - r_i) / n` with
     :math:`c_i = 1[\text{correct}]`; weighted, :math:`s_i = (1 - r_i) / m` for the ``m``
     correct samples and :math:`-r_i / n` for the ``n`` wrong ones (a group that is empty
-    contributes nothing). With the Laplacian kernel :math:`k = e^{-|r_i - r_j| / h}` the
-    double sum over a batch of ``M`` samples takes ``O(M log M)`` time and ``O(M)`` memory:
-    sorted by ``r``, :math:`k(r_i, r_j) = e^{u_i} e^{-u_j}` for :math:`i < j`, with
-    :math:`u = (r - 1/2) / h`, so the off-diagonal sum is a prefix sum.
+    contributes nothing); MMCE is :math:`\sqrt{\sum_{ij} s_i s_j k(r_i, r_j)}`.
     """
     confidence, prediction = torch.softmax(logits, dim=1).max(dim=1)
     r, target = confidence.flatten(), target.flatten()
     valid = target != ignore_index
     correct = (prediction.flatten() == target) & valid
+    if weighted and form == "official-code":
+        return _official_weighted_mmce(r, correct, valid & ~correct, bandwidth)
     if weighted:
         wrong = valid & ~correct
         num_correct = correct.sum().clamp_min(1).to(r.dtype)
@@ -92,24 +121,42 @@ def _mmce(
     else:
         count = valid.sum().clamp_min(1).to(r.dtype)
         s = torch.where(valid, (correct.to(r.dtype) - r) / count, 0.0)
-    r_sorted, order = r.sort()
-    s_sorted = s[order]
-    u = (r_sorted - 0.5) / bandwidth
-    left, right = s_sorted * u.exp(), s_sorted * (-u).exp()
-    off_diagonal = (right * (left.cumsum(0) - left)).sum()
-    squared = s.square().sum() + 2.0 * off_diagonal
+    squared = _kernel_sum(r, s, None, bandwidth)
+    if form == "official-code":  # the official unweighted MMCE is not square-rooted
+        return squared
     # The kernel is positive definite, so only rounding makes `squared` <= 0; the gradient of
     # the square root is then taken as 0 instead of infinity.
     positive = squared > 0
     return torch.where(positive, torch.where(positive, squared, 1.0).sqrt(), 0.0)
 
 
-def _check_mmce(bandwidth: float, lam: float = 0.0) -> None:
+def _official_weighted_mmce(r: Tensor, correct: Tensor, wrong: Tensor, bandwidth: float) -> Tensor:
+    r"""The weighted MMCE of the paper's code: each of the three kernel sums is averaged over
+    its pairs (divided by m², n², m n) and then divided again by m² + 10⁻⁵, n² + 10⁻⁵,
+    m n + 10⁻⁵; the square root is taken of that plus 10⁻¹⁰, and the value is 0 when a group
+    is empty."""
+    x = torch.where(correct, 1.0 - r, 0.0)
+    y = torch.where(wrong, r, 0.0)
+    m, n = correct.sum().to(r.dtype), wrong.sum().to(r.dtype)
+    guard = _OFFICIAL_DENOMINATOR_GUARD
+    squared = (
+        _kernel_sum(r, x, None, bandwidth) / (m.square().clamp_min(1) * (m.square() + guard))
+        + _kernel_sum(r, y, None, bandwidth) / (n.square().clamp_min(1) * (n.square() + guard))
+        - 2.0 * _kernel_sum(r, x, y, bandwidth) / ((m * n).clamp_min(1) * (m * n + guard))
+    )
+    # Rounding alone can take the (positive definite) form below -1e-10: clamp before the root.
+    root = (squared + _OFFICIAL_ROOT_GUARD).clamp_min(_OFFICIAL_ROOT_GUARD).sqrt()
+    return torch.where((m > 0) & (n > 0), root, 0.0)
+
+
+def _check_mmce(bandwidth: float, lam: float = 0.0, form: str = "kumar") -> None:
     # Below 0.01, exp((r - 1/2) / h) leaves the float32 range.
     if not 0.01 <= bandwidth < float("inf"):
         raise ValueError(f"bandwidth must be a float >= 0.01, got {bandwidth!r}")
     if not 0.0 <= lam < float("inf"):
         raise ValueError(f"lam must be a finite float >= 0, got {lam!r}")
+    if form not in MMCE_FORMS:
+        raise ValueError(f"form must be one of {MMCE_FORMS}, got {form!r}")
 
 
 def mmce(
@@ -118,6 +165,7 @@ def mmce(
     weighted: bool = False,
     bandwidth: float = 0.4,
     ignore_index: int = -100,
+    form: MMCEForm = "kumar",
 ) -> Tensor:
     r"""Maximum mean calibration error (Kumar et al., ICML 2018) of a batch, a 0-d tensor.
 
@@ -126,9 +174,14 @@ def mmce(
     ``h`` the bandwidth (0.4). Unweighted (MMCE_m), :math:`s_i = (c_i - r_i) / n` with
     :math:`c_i = 1` when the prediction is right; weighted (MMCE_w), correct samples get
     :math:`s_i = (1 - r_i) / m` and the ``n`` wrong ones :math:`-r_i / n`. Both are the square
-    root of the quadratic form, as in the MMCE paper (Mukhoti et al.'s code returns the
-    unweighted one squared and sets the weighted one to 0 when a group is empty; here an empty
-    group contributes nothing). Computed in ``O(M log M)`` time, ``O(M)`` memory.
+    root of the quadratic form, as in the MMCE paper (``form="kumar"``), an empty group
+    contributing nothing. Computed in ``O(M log M)`` time, ``O(M)`` memory.
+
+    ``form="official-code"`` computes what Mukhoti et al.'s released code does instead: the
+    unweighted MMCE squared (no root); the weighted one with each of its three sums divided
+    twice, by m², n², m n and again by m² + 10⁻⁵, n² + 10⁻⁵, m n + 10⁻⁵, the root taken of
+    that plus 10⁻¹⁰, and 0 when a group is empty (so far smaller than ``"kumar"``'s: each
+    term carries an extra 1/m², 1/n² or 1/(m n)).
 
     Example:
         >>> import torch
@@ -136,10 +189,10 @@ def mmce(
         >>> mmce(torch.tensor([[0.0, 0.0], [0.0, 0.0]]), torch.tensor([0, 1]))
         tensor(0.)
     """
-    _check_mmce(bandwidth)
+    _check_mmce(bandwidth, form=form)
     logits, target, _ = check_inputs(logits, target, None, "mean")
     check_target(target, logits.shape[1], ignore_index)
-    return _mmce(logits, target, ignore_index, weighted, bandwidth)
+    return _mmce(logits, target, ignore_index, weighted, bandwidth, form)
 
 
 def mmce_loss(
@@ -151,8 +204,10 @@ def mmce_loss(
     weight: Tensor | None = None,
     ignore_index: int = -100,
     reduction: Reduction = "mean",
+    form: MMCEForm = "kumar",
 ) -> Tensor:
-    r"""Cross-entropy plus ``lam`` times :func:`mmce` of the batch (the paper: weighted, λ = 2).
+    r"""Cross-entropy plus ``lam`` times :func:`mmce` of the batch (the paper: weighted, λ = 2);
+    ``form`` as for :func:`mmce`.
 
     Each element's value is :math:`\mathrm{CE}_i + \lambda\,\mathrm{MMCE}`, weighted and
     reduced like ``CrossEntropyLoss``; so ``mean`` is the mean cross-entropy plus
@@ -167,10 +222,10 @@ def mmce_loss(
         >>> bool(torch.isclose(total, expected))
         True
     """
-    _check_mmce(bandwidth, lam)
+    _check_mmce(bandwidth, lam, form)
     logits, target, weight = check_inputs(logits, target, weight, reduction)
     values = nll(torch.log_softmax(logits, dim=1), target, ignore_index)
-    penalty = _mmce(logits, target, ignore_index, weighted, bandwidth)
+    penalty = _mmce(logits, target, ignore_index, weighted, bandwidth, form)
     values = torch.where(target != ignore_index, values + lam * penalty, 0.0)
     return reduce_loss(values, target, weight, ignore_index, reduction, logits)
 
@@ -199,8 +254,27 @@ class CrossEntropyLoss(WeightedLoss):
         return f"label_smoothing={self.label_smoothing}, {super().extra_repr()}"
 
 
+SmoothingSpread = Literal["all", "others"]
+SMOOTHING_SPREADS: tuple[str, ...] = ("all", "others")
+
+
 class LabelSmoothingLoss(CrossEntropyLoss):
-    """Label smoothing LS-ε: :class:`CrossEntropyLoss` with ``label_smoothing=smoothing``."""
+    """Label smoothing LS-ε: cross-entropy against a target distribution that moves ε of the
+    mass off the one-hot label.
+
+    ``spread="all"`` (the default): torch's definition, :class:`CrossEntropyLoss` with
+    ``label_smoothing=smoothing``: ε/K on every one of the K classes, so the label keeps
+    1 − ε + ε/K. ``spread="others"``: the paper's released code, ε/(K − 1) on each other
+    class and 1 − ε on the label, which is torch's definition with ε·K/(K − 1) (so it needs
+    K ≥ 2 and ε ≤ (K − 1)/K, where the label still gets the most). Class weights weight each
+    class's term, as in torch.
+
+    Example:
+        >>> import torch
+        >>> logits, target = torch.tensor([[2.0, 0.0, -1.0]]), torch.tensor([0])
+        >>> LabelSmoothingLoss(0.1, spread="others")(logits, target)  # q = (0.9, 0.05, 0.05)
+        tensor(0.4198)
+    """
 
     def __init__(
         self,
@@ -208,8 +282,29 @@ class LabelSmoothingLoss(CrossEntropyLoss):
         weight: Tensor | None = None,
         ignore_index: int = -100,
         reduction: Reduction = "mean",
+        spread: SmoothingSpread = "all",
     ) -> None:
+        if spread not in SMOOTHING_SPREADS:
+            raise ValueError(f"spread must be one of {SMOOTHING_SPREADS}, got {spread!r}")
         super().__init__(weight, ignore_index, reduction, label_smoothing=smoothing)
+        self.spread: SmoothingSpread = spread
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        smoothing = self.label_smoothing
+        if self.spread == "others":
+            classes = logits.shape[1] if logits.dim() > 1 else 0
+            if classes < 2 or smoothing > (classes - 1) / classes:
+                raise ValueError(
+                    f'spread="others" needs at least 2 classes and smoothing <= (K - 1)/K; got '
+                    f"{classes} classes and smoothing {smoothing!r}"
+                )
+            smoothing = smoothing * classes / (classes - 1)
+        return cross_entropy(
+            logits, target, self.weight, self.ignore_index, self.reduction, smoothing
+        )
+
+    def extra_repr(self) -> str:
+        return f"spread={self.spread!r}, {super().extra_repr()}"
 
 
 class BrierLoss(WeightedLoss):
@@ -230,19 +325,21 @@ class MMCELoss(WeightedLoss):
         weight: Tensor | None = None,
         ignore_index: int = -100,
         reduction: Reduction = "mean",
+        form: MMCEForm = "kumar",
     ) -> None:
-        _check_mmce(bandwidth, lam)
+        _check_mmce(bandwidth, lam, form)
         super().__init__(weight, ignore_index, reduction)
         self.lam, self.weighted, self.bandwidth = lam, weighted, bandwidth
+        self.form: MMCEForm = form
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         return mmce_loss(
             logits, target, self.lam, self.weighted, self.bandwidth, self.weight,
-            self.ignore_index, self.reduction,
+            self.ignore_index, self.reduction, self.form,
         )  # fmt: skip
 
     def extra_repr(self) -> str:
         return (
             f"lam={self.lam}, weighted={self.weighted}, bandwidth={self.bandwidth}, "
-            f"{super().extra_repr()}"
+            f"form={self.form!r}, {super().extra_repr()}"
         )
