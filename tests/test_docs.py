@@ -25,6 +25,7 @@ def test_block_runs(block):
 
 def test_the_grid_file_in_the_docs_is_the_default_experiment(tmp_path):
     from focalcal.engine.config import load_config_file
+    from focalcal.engine.ood import default_ood
     from focalcal.experiments.presets import preset
     from focalcal.experiments.reproduce import DEFAULT_LOSSES
 
@@ -33,4 +34,4 @@ def test_the_grid_file_in_the_docs_is_the_default_experiment(tmp_path):
     (tmp_path / "grid.toml").write_text(block)
     config, grid = load_config_file(tmp_path / "grid.toml")
     assert config == preset("fashion-mnist")
-    assert grid == {"losses": list(DEFAULT_LOSSES), "ood": ["corruption:gaussian_noise:5"]}
+    assert grid == {"losses": list(DEFAULT_LOSSES), "ood": default_ood([config])}

@@ -17,7 +17,7 @@ from focalcal.engine.config import TrainConfig
 from focalcal.engine.evaluate import evaluate, is_evaluated, ood_dataset, parse_ood
 from focalcal.engine.lock import LOCK_FILE
 from focalcal.engine.train import load_model, load_splits, predict, train
-from focalcal.metrics import calibration_report, ood_auroc
+from focalcal.metrics import calibration_report, ood_auroc, ood_fpr_at_tpr
 from focalcal.scaling import (
     calibrator_names,
     fit_calibrator,
@@ -27,8 +27,8 @@ from focalcal.scaling import (
     odir_penalties,
 )
 
-# the module, not the function an engine package may export under its name
-evaluate_module = importlib.import_module("focalcal.engine.evaluate")
+# the module that reads the OOD sets, whose load_dataset a test replaces
+ood_module = importlib.import_module("focalcal.engine.ood")
 CONFIG = TrainConfig(dataset="digits", subset=256, val_subset=128, epochs=2, analysis_samples=100)
 NOISE = "corruption:gaussian_noise:5"
 
@@ -70,7 +70,8 @@ def test_writes_every_promised_file(run_dir):
     assert stored["trained_on"] == [stored["evaluated_on"]] == [describe_machine("cpu")]
     assert (stored["dataset"], stored["model"], stored["loss"]) == ("digits", "small-cnn", "ce")
     assert (stored["checkpoint"], stored["epoch"], stored["val_samples"]) == ("last", 2, 128)
-    assert set(stored["ood"][NOISE]) == {"num_samples", "entropy", "confidence"}
+    assert set(stored["ood"][NOISE]) == {"num_samples", "entropy", "confidence", "fpr95"}
+    assert set(stored["ood"][NOISE]["fpr95"]) == {"entropy", "confidence"}
     assert list(stored["post_hoc"]) == [n for n in calibrator_names() if n != "temperature"]
     assert set(stored["post_hoc"]["vector"]) == set(stored["test"]["before"]) | {
         "parameters",
@@ -80,6 +81,7 @@ def test_writes_every_promised_file(run_dir):
     markdown = (run_dir / "evaluation.md").read_text()
     assert f"Trained on {describe_machine('cpu')}; evaluated on" in markdown
     assert "| ECE (%) |" in markdown and f"OOD AUROC (%), {NOISE}, entropy" in markdown
+    assert f"OOD FPR at 95 % TPR (%), {NOISE}, max confidence" in markdown
     # The post-hoc table: a row per metric, the reports side by side.
     header = "| Metric | Before | After T | Vector, λ = 1, μ = 1 | Matrix, ODIR λ = 9, μ = 1 |"
     assert "## Post-hoc calibration maps" in markdown and header in markdown
@@ -136,6 +138,11 @@ def test_numbers_equal_the_metrics_module_on_the_same_checkpoint(run_dir, object
         }
         assert result["ood"][NOISE][score] == expected
         assert all(0.0 <= value <= 1.0 for value in expected.values())
+        expected = {
+            "before": float(ood_fpr_at_tpr(test, noisy_logits, score)),
+            "after": float(ood_fpr_at_tpr(test / temperature, noisy_logits / temperature, score)),
+        }
+        assert result["ood"][NOISE]["fpr95"][score] == expected
     assert result["ood"][NOISE]["num_samples"] == len(noisy)
 
 
@@ -152,12 +159,12 @@ def test_ood_inputs_take_the_in_distribution_normalisation(run_dir, monkeypatch)
     """The OOD set is the test split itself, but carries other normalisation constants: read
     with the in-distribution ones, its logits are the test logits and the AUROC is exactly 0.5;
     read with its own, the logits would differ."""
-    real = evaluate_module.load_dataset
+    real = ood_module.load_dataset
 
     def shifted(*args, **kwargs):
         return dataclasses.replace(real(*args, **kwargs), mean=(0.9,), std=(0.05,))
 
-    monkeypatch.setattr(evaluate_module, "load_dataset", shifted)
+    monkeypatch.setattr(ood_module, "load_dataset", shifted)
     result = evaluate(run_dir, ood=["digits"], write=False)
     assert result["ood"]["digits"]["entropy"] == {"before": 0.5, "after": 0.5}
     assert result["ood"]["digits"]["confidence"] == {"before": 0.5, "after": 0.5}
@@ -180,8 +187,9 @@ def test_is_evaluated_follows_the_settings(run_dir):
 
 
 def test_parse_ood():
-    assert parse_ood("svhn") == ("svhn", None, 5)
-    assert parse_ood("corruption:contrast:2") == (None, "contrast", 2)
+    assert parse_ood("svhn") == ("svhn", None, 5, False)
+    assert parse_ood("corruption:contrast:2") == (None, "contrast", 2, False)
+    assert parse_ood("heldout") == (None, None, 5, True)
 
 
 @pytest.mark.parametrize(

@@ -60,6 +60,10 @@ CALLS = {
         metrics.ood_auroc(s[:30], s[30:], from_probs=p),
         metrics.ood_auroc(s[:30], s[30:], "confidence", p),
     ),
+    "ood_fpr_at_tpr": lambda s, y, p: (
+        metrics.ood_fpr_at_tpr(s[:30], s[30:], from_probs=p),
+        metrics.ood_fpr_at_tpr(s[:30], s[30:], "confidence", 0.9, p),
+    ),
     "reliability_bins": lambda s, y, p: metrics.reliability_bins(s, y, from_probs=p),
     "signed_calibration_error": lambda s, y, p: metrics.signed_calibration_error(
         s, y, from_probs=p
@@ -74,6 +78,7 @@ CALLS = {
     "CalibrationMetric": torchmetric,
     "auroc": lambda s, y, p: metrics.auroc(s[:30, 0], s[30:, 0]),
     "roc_curve": lambda s, y, p: metrics.roc_curve(s[:30, 0], s[30:, 0]),
+    "fpr_at_tpr": lambda s, y, p: metrics.fpr_at_tpr(s[:30, 0], s[30:, 0]),
     "smooth_ece": lambda s, y, p: (
         metrics.smooth_ece(*top_label(s.softmax(1), y)),
         metrics.smooth_ece(s.softmax(1).amax(1), (s.argmax(1) == y).float(), 0.05),

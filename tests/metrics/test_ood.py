@@ -1,4 +1,5 @@
-"""OOD metrics against torchmetrics, a pairwise Mann–Whitney reference and exact properties."""
+"""OOD metrics against torchmetrics, scikit-learn, a pairwise Mann–Whitney reference and exact
+properties."""
 
 import math
 
@@ -6,9 +7,18 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sklearn.metrics import roc_curve as sklearn_roc_curve
 from torchmetrics.functional.classification import binary_auroc, binary_roc
 
-from focalcal.metrics.ood import auroc, entropy, max_confidence, ood_auroc, roc_curve
+from focalcal.metrics.ood import (
+    auroc,
+    entropy,
+    fpr_at_tpr,
+    max_confidence,
+    ood_auroc,
+    ood_fpr_at_tpr,
+    roc_curve,
+)
 
 KINDS = ["continuous", "tied"]
 
@@ -312,6 +322,76 @@ def test_ood_auroc_from_probs_and_spatial_shapes(score):
     assert torch.equal(ood_auroc(spatial_in, spatial_out, score=score), expected)
 
 
+# ---------------------------------------------------------------- FPR at 95 % TPR
+
+
+def sklearn_fpr_at_tpr(in_scores, out_scores, tpr):
+    """scikit-learn's ROC curve with the in-distribution samples positive and scored by the
+    negated OOD score; the FPR of its first point whose TPR reaches ``tpr``."""
+    labels = [1] * len(in_scores) + [0] * len(out_scores)
+    scores = -torch.cat([in_scores, out_scores]).double().numpy()
+    fpr, rates, _ = sklearn_roc_curve(labels, scores, drop_intermediate=False)
+    return float(fpr[(rates >= tpr).argmax()])
+
+
+def python_fpr_at_tpr(in_scores, out_scores, tpr):
+    """The definition read literally: the smallest in-distribution score that keeps at least
+    ``tpr`` of them, and the fraction of OOD scores at or below it."""
+    for threshold in sorted(in_scores):
+        if sum(s <= threshold for s in in_scores) / len(in_scores) >= tpr:
+            return sum(s <= threshold for s in out_scores) / len(out_scores)
+    raise AssertionError("unreachable: the largest score keeps every sample")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("tpr", [0.95, 0.5, 0.01, 1.0])
+@pytest.mark.parametrize(("n_in", "n_out"), [(500, 300), (20, 7), (1, 3), (999, 10)])
+def test_fpr_at_tpr_equals_sklearn(kind, seed, tpr, n_in, n_out):
+    in_scores, out_scores = score_sets(kind, seed, n_in, n_out)
+    got = fpr_at_tpr(in_scores, out_scores, tpr)
+    assert got.dtype == torch.float64 and got.dim() == 0
+    assert float(got) == sklearn_fpr_at_tpr(in_scores, out_scores, tpr)
+    float_scores = (in_scores.float(), out_scores.float())
+    assert float(fpr_at_tpr(*float_scores, tpr)) == sklearn_fpr_at_tpr(*float_scores, tpr)
+
+
+@settings(max_examples=200, deadline=None)
+@given(score_lists, score_lists, st.sampled_from([0.95, 0.9, 0.3, 1.0]))
+def test_fpr_at_tpr_equals_the_definition_on_any_finite_scores(in_list, out_list, tpr):
+    in_scores = torch.tensor(in_list, dtype=torch.float64)
+    out_scores = torch.tensor(out_list, dtype=torch.float64)
+    expected = python_fpr_at_tpr(in_list, out_list, tpr)
+    assert float(fpr_at_tpr(in_scores, out_scores, tpr)) == expected
+
+
+def test_fpr_at_95_tpr_at_the_edges():
+    in_scores = torch.arange(20.0)  # 19 of 20 kept is exactly 95 %: the threshold is 18
+    assert float(fpr_at_tpr(in_scores, torch.tensor([18.0, 18.5, 25.0, 30.0]))) == 0.25
+    assert float(fpr_at_tpr(in_scores, torch.tensor([18.5, 19.0]))) == 0.0  # above it: caught
+    # 21 samples: 19 / 21 < 95 % <= 20 / 21, so the 20th smallest (19) is the threshold
+    assert float(fpr_at_tpr(torch.arange(21.0), torch.tensor([19.0, 19.5]))) == 0.5
+    # ties count against the detector: an OOD sample tied with the threshold is a false positive
+    assert float(fpr_at_tpr(torch.zeros(10), torch.zeros(4))) == 1.0
+    assert float(fpr_at_tpr(torch.zeros(10), torch.full((4,), 1e-9))) == 0.0
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_ood_fpr_at_tpr_by_entropy_and_by_confidence(seed):
+    in_logits, out_logits = confident_and_flat(seed)
+    in_entropy = torch.distributions.Categorical(logits=in_logits).entropy()
+    out_entropy = torch.distributions.Categorical(logits=out_logits).entropy()
+    got = ood_fpr_at_tpr(in_logits, out_logits)
+    assert float(got) == sklearn_fpr_at_tpr(in_entropy, out_entropy, 0.95)
+    assert got < 0.5  # the flat logits are mostly caught
+    in_confidence = torch.softmax(in_logits, dim=1).amax(dim=1)
+    out_confidence = torch.softmax(out_logits, dim=1).amax(dim=1)
+    got = ood_fpr_at_tpr(in_logits, out_logits, score="confidence", tpr=0.9)
+    assert float(got) == sklearn_fpr_at_tpr(-in_confidence, -out_confidence, 0.9)
+    probs = (torch.softmax(in_logits, 1), torch.softmax(out_logits, 1))
+    assert torch.equal(ood_fpr_at_tpr(*probs, score="confidence", tpr=0.9, from_probs=True), got)
+
+
 # ---------------------------------------------------------------- bad input
 
 X = torch.rand(5)
@@ -376,6 +456,17 @@ BAD = {
         "out_logits: scores look like probabilities.*from_probs=True",
     ),
     "entropy probs as logits": (lambda: entropy(Z.softmax(1)), "look like probabilities"),
+    "fpr empty": (lambda: fpr_at_tpr(X, torch.empty(0)), "out_scores is empty"),
+    "fpr nan": (lambda: fpr_at_tpr(with_value(X, 1, math.nan), X), "in_scores hold 1 NaN"),
+    "fpr tpr 0": (lambda: fpr_at_tpr(X, X, 0.0), r"tpr must be a number in \(0, 1\], got 0.0"),
+    "fpr tpr above 1": (lambda: fpr_at_tpr(X, X, 95), r"tpr must be .* got 95"),
+    "fpr tpr nan": (lambda: fpr_at_tpr(X, X, math.nan), "tpr must be .* got nan"),
+    "fpr tpr bool": (lambda: ood_fpr_at_tpr(Z, Z, tpr=True), "tpr must be .* got True"),
+    "ood fpr score": (lambda: ood_fpr_at_tpr(Z, Z, score="energy"), "score must be one of"),
+    "ood fpr classes": (
+        lambda: ood_fpr_at_tpr(Z, torch.randn(4, 5)),
+        "in_logits have 3 classes but out_logits have 5",
+    ),
     "confidence probs as logits": (lambda: max_confidence(Z.softmax(1)), "look like probab"),
 }
 

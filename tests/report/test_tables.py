@@ -209,7 +209,31 @@ def test_evaluation_markdown():
     text = evaluation_markdown(evaluation({"ece": (0.04, 0.06)}))
     assert "Checkpoint `best` (epoch 7); T = 1.1" in text
     assert "| ECE (%) | 5.00 [4.00, 6.00] | 1.00 [4.00, 6.00] |" in text
-    assert "| OOD AUROC (%), svhn, confidence | 70.00 | 75.00 |" in text
+    assert "| OOD AUROC (%), svhn, max confidence | 70.00 | 75.00 |" in text
+    assert "FPR" not in text  # an evaluation written before the FPR at 95 % TPR
+
+
+def test_fpr_at_95_tpr_reaches_the_tables_beside_the_auroc():
+    document = evaluation()
+    document["ood"]["svhn"]["fpr95"] = {
+        "entropy": {"before": 0.4, "after": 0.35},
+        "confidence": {"before": 0.45, "after": 0.3},
+    }
+    text = evaluation_markdown(document)
+    assert "| OOD FPR at 95 % TPR (%), svhn, entropy | 40.00 | 35.00 |" in text
+    assert "| OOD FPR at 95 % TPR (%), svhn, max confidence | 45.00 | 30.00 |" in text
+    rows = [result_row(document, run="r")]
+    tables = {table.key: table for table in build_tables(rows)}
+    cell = ("digits", "small-cnn", "fl-3")
+    assert tables["ood-svhn"].cells[cell] == Cell(0.8, 0.85, 1.1)
+    assert tables["ood-svhn-confidence"].cells[cell] == Cell(0.7, 0.75, 1.1)
+    assert tables["fpr95-svhn"].cells[cell] == Cell(0.4, 0.35, 1.1)
+    assert tables["fpr95-svhn-confidence"].cells[cell] == Cell(0.45, 0.3, 1.1)
+    assert "### OOD FPR at 95 % TPR (%), svhn, max confidence, before → after" in (
+        markdown_tables(rows)
+    )
+    assert r"\label{tab:fpr95-svhn-confidence}" in latex_tables(rows)
+    assert "fpr95-svhn" in [table["key"] for table in json.loads(json_tables(rows))["tables"]]
 
 
 def test_post_hoc_maps_reach_the_rows_and_their_own_comparison():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -51,6 +52,44 @@ class Dataset:
             self.inputs[index],
             self.labels[index],
             self.classes,
+            self.mean,
+            self.std,
+            self.vocabulary,
+        )
+
+    def keep_classes(self, classes: Sequence[int]) -> Dataset:
+        """The samples of ``classes`` (indices into :attr:`classes`) only, in their order,
+        relabelled ``classes[i]`` → ``i``; :attr:`classes` names the kept classes in that order.
+        An index out of range or repeated is a ``ValueError`` naming it.
+
+        Example:
+            >>> import torch
+            >>> data = Dataset(torch.zeros(4, 1, 2, 2), torch.tensor([0, 1, 2, 1]), ("a", "b", "c"))
+            >>> kept = data.keep_classes([2, 1])
+            >>> kept.labels.tolist(), kept.classes
+            ([1, 0, 1], ('c', 'b'))
+        """
+        indices = list(classes)
+        for index in indices:
+            if (
+                isinstance(index, bool)
+                or not isinstance(index, int)
+                or not 0 <= index < len(self.classes)
+            ):
+                raise ValueError(
+                    f"class index {index!r} is out of range: the dataset has {len(self.classes)} "
+                    f"classes (0 to {len(self.classes) - 1})"
+                )
+        if len(set(indices)) != len(indices) or not indices:
+            raise ValueError(f"classes must be distinct class indices, at least one, got {indices}")
+        relabel = torch.full((len(self.classes),), -1, device=self.labels.device)
+        relabel[indices] = torch.arange(len(indices), device=self.labels.device)
+        new_labels = relabel[self.labels]
+        keep = new_labels >= 0
+        return Dataset(
+            self.inputs[keep],
+            new_labels[keep],
+            tuple(self.classes[i] for i in indices),
             self.mean,
             self.std,
             self.vocabulary,

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
+import inspect
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -188,8 +188,13 @@ def dataset_entry(name: str) -> DatasetEntry:
             kind=arrays.input_kind(name),
         )
     if folder.is_image_folder(name):
-        entry = dataset_entry(folder.cached_arrays(name))
-        return dataclasses.replace(entry, description=f"images from {name}")
+        return DatasetEntry(
+            lambda root, split, download, image_size=None, channels=None: arrays.read_arrays(
+                folder.cached_arrays(name, image_size, channels), split
+            ),
+            f"images from {name}",
+            official_validation=folder.has_validation(name),
+        )
     raise unknown_name("dataset", name, list(DATASETS))
 
 
@@ -234,6 +239,7 @@ def load_dataset(
     download: bool = False,
     corruption: str | None = None,
     severity: int = 5,
+    classes: Sequence[int] | None = None,
     **options: Any,
 ) -> Dataset:
     """One split of a registered dataset as tensors.
@@ -241,8 +247,11 @@ def load_dataset(
     ``split``: ``"train"`` and ``"val"`` are the seeded split of the official training set
     (``validation_fraction`` held out, the same on every machine for a given ``seed``) unless the
     dataset has an official validation split; ``"test"`` is the official test set.
-    ``subset``: keep the first ``subset`` samples (of the shuffled training part, or of the
-    official order). ``corruption``/``severity``: apply a CIFAR-10-C-style corruption
+    ``classes``: keep only the samples of these classes (indices into the dataset's classes),
+    relabelled 0, 1, … in the order given (:meth:`~focalcal.data.dataset.Dataset.keep_classes`;
+    the training/validation split is drawn before, over every class). ``subset``: keep the
+    first ``subset`` (kept) samples (of the shuffled training part, or of the official order).
+    ``corruption``/``severity``: apply a CIFAR-10-C-style corruption
     (see :mod:`focalcal.data.corruptions`) to the images, seeded by ``seed``. ``root``: where
     the files are (default ``$FOCALCAL_DATA`` or ``~/.cache/focalcal``); ``download``: fetch
     missing files. ``options`` go to the dataset's reader (e.g. ``vocabulary_size``).
@@ -254,6 +263,15 @@ def load_dataset(
     entry = dataset_entry(name)
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}  # hashable
+    try:
+        inspect.signature(entry.read).bind(root, split, download, **options)
+    except TypeError:
+        takes = [p for p in inspect.signature(entry.read).parameters][3:]
+        raise ValueError(
+            f"dataset {name!r} takes no option {', '.join(sorted(set(options) - set(takes)))}"
+            f"; its options: {', '.join(takes) or 'none'}"
+        ) from None
     # a user's file or folder may change between calls: its own cache follows its contents
     read = _read if name in DATASETS else _read.__wrapped__
     root = None if root is None else os.fspath(root)  # hashable, for the cache
@@ -272,6 +290,13 @@ def load_dataset(
         )
     if not len(data):  # nothing downstream (a loader, a metric, T) can use an empty split
         raise ValueError(f"{name} {split} split is empty ({source})")
+    if classes is not None:  # before subset: the subset counts the kept samples
+        try:
+            data = data.keep_classes(classes)
+        except ValueError as error:
+            raise ValueError(f"classes={list(classes)}: {error}") from None
+        if not len(data):
+            raise ValueError(f"{name} {split} split holds no sample of classes {list(classes)}")
     if subset is not None:
         if not 1 <= subset <= len(data):
             raise ValueError(

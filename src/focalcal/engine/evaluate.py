@@ -33,14 +33,20 @@ Dirichlet calibration), each fitted on the same validation logits.
         "svhn": {
           "num_samples": 26032,
           "entropy": {"before": 0.95, "after": 0.96},     # AUROC, OOD = positive class
-          "confidence": {"before": 0.94, "after": 0.95}
+          "confidence": {"before": 0.94, "after": 0.95},
+          "fpr95": {                                      # FPR at 95 % TPR, in-distribution
+            "entropy": {"before": 0.31, "after": 0.27},   #   = positive class (lower is
+            "confidence": {"before": 0.33, "after": 0.29} #   better)
+          }
         }
       }
     }
 
-An OOD set is named by a spec: a dataset name (its test split, e.g. ``"svhn"``) or
+An OOD set is named by a spec (:mod:`focalcal.engine.ood`): a dataset name (its test split,
+e.g. ``"svhn"``, ``"digits"``; images of another size or channel count resized to the run's),
 ``"corruption:<name>:<severity>"`` (the in-distribution test split under a
-:mod:`focalcal.data.corruptions` corruption, e.g. ``"corruption:gaussian_noise:5"``). Its inputs
+:mod:`focalcal.data.corruptions` corruption, e.g. ``"corruption:gaussian_noise:5"``) or
+``"heldout"`` (the test images of the classes the run's ``classes`` leaves out). Its inputs
 are normalised with the in-distribution mean and std: the model only ever saw inputs
 normalised that way, and the paper feeds SVHN to CIFAR models exactly so.
 """
@@ -48,25 +54,25 @@ normalised that way, and the paper feeds SVHN to CIFAR models exactly so.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import importlib.util
 import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from focalcal._io import atomic_write_text
 from focalcal._machine import describe_machine
-from focalcal.data import CORRUPTIONS, BatchLoader, Dataset, dataset_names, load_dataset
+from focalcal.data import BatchLoader, Dataset
 from focalcal.engine.checkpoint import load_checkpoint
 from focalcal.engine.config import TrainConfig
 from focalcal.engine.lock import hold
+from focalcal.engine.ood import check_ood, ood_dataset, parse_ood
 from focalcal.engine.train import load_model, load_splits, predict, resolve_device
-from focalcal.metrics import calibration_report, ood_auroc, reliability_bins
+from focalcal.metrics import calibration_report, ood_auroc, ood_fpr_at_tpr, reliability_bins
 from focalcal.metrics.ood import OODScore
 from focalcal.report.plots import save_reliability_diagram
 from focalcal.report.tables import evaluation_markdown
@@ -85,72 +91,6 @@ OOD_SCORES: tuple[OODScore, ...] = ("entropy", "confidence")
 EVALUATION_FILES = ("evaluation.json", "evaluation.md", "reliability.png")
 
 
-class OODSource(NamedTuple):
-    """Where an OOD set comes from: a dataset's test split (``dataset``), or the
-    in-distribution test split (``dataset`` None) under ``corruption`` at ``severity``."""
-
-    dataset: str | None
-    corruption: str | None = None
-    severity: int = 5
-
-
-def parse_ood(spec: str) -> OODSource:
-    """Check an OOD spec without loading any data; unknown names are a ``ValueError``.
-
-    Example:
-        >>> parse_ood("svhn")
-        OODSource(dataset='svhn', corruption=None, severity=5)
-        >>> parse_ood("corruption:gaussian_noise:3")
-        OODSource(dataset=None, corruption='gaussian_noise', severity=3)
-    """
-    kind, _, rest = spec.partition(":")
-    if kind != "corruption":
-        if spec not in dataset_names():
-            raise ValueError(
-                f"unknown OOD set {spec!r}: use a dataset ({', '.join(dataset_names())}) or "
-                "'corruption:<name>:<severity>'"
-            )
-        return OODSource(spec)
-    name, _, severity = rest.partition(":")
-    if name not in CORRUPTIONS:
-        raise ValueError(f"OOD set {spec!r}: unknown corruption {name!r}; known: {CORRUPTIONS}")
-    if severity not in ("1", "2", "3", "4", "5"):
-        raise ValueError(f"OOD set {spec!r}: severity must be 1 to 5, got {severity!r}")
-    return OODSource(None, name, int(severity))
-
-
-def ood_dataset(spec: str, config: TrainConfig, reference: Dataset) -> Dataset:
-    """The OOD set ``spec`` names, normalised like ``reference`` (the run's in-distribution
-    test split): same mean and std, and inputs of the same shape.
-
-    Example:
-        >>> config = TrainConfig(dataset="digits")
-        >>> test = load_dataset("digits", split="test")
-        >>> noisy = ood_dataset("corruption:gaussian_noise:5", config, test)
-        >>> len(noisy), noisy.mean == test.mean, noisy.inputs.equal(test.inputs)
-        (359, True, False)
-    """
-    source = parse_ood(spec)
-    if reference.vocabulary is not None:  # token ids of another vocabulary would mean nothing
-        raise ValueError(f"OOD set {spec!r}: OOD evaluation needs image or signal inputs")
-    try:
-        data = load_dataset(
-            source.dataset or config.dataset,
-            config.root,
-            "test",
-            corruption=source.corruption,
-            severity=source.severity,
-        )
-    except ValueError as error:  # e.g. a corruption of inputs that are not images
-        raise ValueError(f"OOD set {spec!r}: {error}") from error
-    if data.inputs.shape[1:] != reference.inputs.shape[1:]:
-        raise ValueError(
-            f"OOD set {spec!r} has inputs of shape {tuple(data.inputs.shape[1:])}, the model "
-            f"takes {tuple(reference.inputs.shape[1:])}"
-        )
-    return dataclasses.replace(data, mean=reference.mean, std=reference.std)
-
-
 def evaluate(
     run_dir: str | os.PathLike[str],
     *,
@@ -165,9 +105,11 @@ def evaluate(
 
     Fits T on the validation split by ``objective`` (``"ece"``: the paper's grid; ``"nll"``),
     reports every calibration metric of the test split before and after T (with
-    ``bootstrap_samples`` resamples, 95 % intervals), and the AUROC of telling each ``ood`` set
-    (see :func:`parse_ood`) from the test split by softmax entropy and by max confidence, before
-    and after T. Also reports the test metrics after every other calibrator of
+    ``bootstrap_samples`` resamples, 95 % intervals), and how well each ``ood`` set (see
+    :mod:`focalcal.engine.ood`) is told from the test split by softmax entropy and by max
+    confidence, before and after T: the AUROC (OOD the positive class) and the FPR at 95 % TPR
+    (:func:`~focalcal.metrics.ood_fpr_at_tpr`, in-distribution the positive class). Also
+    reports the test metrics after every other calibrator of
     :func:`~focalcal.scaling.calibrator_names` at its default options (vector scaling and
     matrix scaling with ODIR at :func:`~focalcal.scaling.odir_penalties`, …), each fitted on
     the validation logits by :func:`~focalcal.scaling.fit_calibrator`.
@@ -175,7 +117,8 @@ def evaluate(
     ``evaluation.json``, ``evaluation.md`` and (with matplotlib) ``reliability.png``.
 
     Raises ``FileNotFoundError`` for a missing run directory or checkpoint, ``ValueError`` for
-    an unknown checkpoint, objective or OOD set.
+    an unknown checkpoint, objective or OOD set, or one that does not fit the run (``heldout``
+    for a run that keeps every class), before any prediction.
 
     Example:
         >>> import tempfile
@@ -213,6 +156,8 @@ def _evaluate(
 ) -> dict[str, Any]:
     device = resolve_device(str(device))
     model, config = load_model(run_dir, checkpoint, device)
+    for spec in ood:
+        check_ood(spec, config)  # fail before the predictions
     splits = load_splits(config)
     logits = {split: _logits(model, splits[split], config, device) for split in ("val", "test")}
     labels = {split: splits[split].labels.to(device) for split in ("val", "test")}
@@ -324,6 +269,7 @@ def is_evaluated(
         all(evaluation.get(k) == v for k, v in wanted.items())
         and set(evaluation.get("ood", {})) == set(ood)
         and "post_hoc" in evaluation  # older evaluations lack vector and matrix scaling
+        and all("fpr95" in entry for entry in evaluation["ood"].values())  # and the FPR
     )
 
 
@@ -348,10 +294,15 @@ def _logits(model: nn.Module, data: Dataset, config: TrainConfig, device: torch.
 
 
 def _ood_entry(in_logits: Tensor, out_logits: Tensor, temperature: float) -> dict[str, Any]:
-    entry: dict[str, Any] = {"num_samples": len(out_logits)}
+    entry: dict[str, Any] = {"num_samples": len(out_logits), "fpr95": {}}
+    scalings = (("before", 1.0), ("after", temperature))
     for score in OOD_SCORES:
         entry[score] = {
             when: float(ood_auroc(in_logits / t, out_logits / t, score=score))
-            for when, t in (("before", 1.0), ("after", temperature))
+            for when, t in scalings
+        }
+        entry["fpr95"][score] = {
+            when: float(ood_fpr_at_tpr(in_logits / t, out_logits / t, score=score))
+            for when, t in scalings
         }
     return entry

@@ -31,7 +31,15 @@ from focalcal.metrics.extensions import (
     smooth_calibration_error,
     smooth_ece,
 )
-from focalcal.metrics.ood import auroc, entropy, max_confidence, ood_auroc, roc_curve
+from focalcal.metrics.ood import (
+    auroc,
+    entropy,
+    fpr_at_tpr,
+    max_confidence,
+    ood_auroc,
+    ood_fpr_at_tpr,
+    roc_curve,
+)
 from focalcal.metrics.streaming import CalibrationAccumulator, CalibrationReport, calibration_report
 
 __all__ = [
@@ -52,12 +60,14 @@ __all__ = [
     "entropy",
     "error_rate",
     "expected_calibration_error",
+    "fpr_at_tpr",
     "max_confidence",
     "maximum_calibration_error",
     "mce",
     "negative_log_likelihood",
     "nll",
     "ood_auroc",
+    "ood_fpr_at_tpr",
     "reliability_bins",
     "roc_curve",
     "signed_calibration_error",

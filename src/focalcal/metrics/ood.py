@@ -2,7 +2,9 @@
 
 OOD is the **positive** class and a **higher** score means more OOD-like. The paper (Mukhoti et
 al. 2020) scores the in-distribution test set and an OOD test set (SVHN, CIFAR-10-C) by softmax
-entropy and reports the area under the ROC curve: :func:`ood_auroc`.
+entropy and reports the area under the ROC curve: :func:`ood_auroc`. The false-positive rate
+at 95 % true-positive rate (:func:`ood_fpr_at_tpr`, Hendrycks & Gimpel 2017) reads the same
+scores the other way round, the in-distribution samples being the positives.
 
 The curve and its area come from one sort of the pooled scores and cumulative counts of each
 set at every distinct score, kept as integers, so the area is exact up to one final division:
@@ -105,6 +107,36 @@ def auroc(in_scores: TensorLike, out_scores: TensorLike) -> Tensor:
     return _auroc(in_scores, out_scores)
 
 
+def fpr_at_tpr(in_scores: TensorLike, out_scores: TensorLike, tpr: float = 0.95) -> Tensor:
+    r"""False-positive rate at a true-positive rate of ``tpr`` (FPR at 95 % TPR by default),
+    the **in-distribution** samples being the positives; lower is better.
+
+    ``in_scores`` ``(N_in,)`` and ``out_scores`` ``(N_out,)`` as in :func:`auroc`: higher means
+    more OOD-like. A sample is taken as in-distribution when its score is at most a threshold
+    :math:`t`; :math:`t` is the smallest score that takes at least ``tpr`` of the
+    in-distribution samples, the :math:`k`-th smallest of them with
+    :math:`k = \min\{k : k / N_{in} \ge \mathrm{tpr}\}` (a float64 comparison, as a ROC
+    curve computes its rates), and
+
+    .. math:: \mathrm{FPR} = \#\{s_{out} \le t\} / N_{out}.
+
+    Ties are conservative: OOD samples tied with :math:`t` count as false positives, as do
+    in-distribution ones tied with it as true positives (one threshold, one step of the curve).
+    This is the FPR of the first point of ``sklearn.metrics.roc_curve(in-distribution = 1,
+    -scores)`` whose TPR reaches ``tpr``. ``tpr`` in (0, 1]; returns a 0-d float64 tensor on the
+    scores' device.
+
+    Example:
+        >>> import torch
+        >>> in_scores = torch.arange(20.0)  # t = 18, the 19th smallest: 19 / 20 = 95 %
+        >>> fpr_at_tpr(in_scores, torch.tensor([18.0, 18.5, 25.0, 30.0]))
+        tensor(0.2500, dtype=torch.float64)
+    """
+    tpr = _checked_tpr(tpr)
+    in_scores, out_scores = _checked_pair(in_scores, out_scores)
+    return _fpr_at_tpr(in_scores, out_scores, tpr)
+
+
 OODScore = Literal["entropy", "confidence"]
 
 
@@ -131,6 +163,39 @@ def ood_auroc(
         >>> ood_auroc(confident, flat, score="confidence")
         tensor(0.9167, dtype=torch.float64)
     """
+    return _auroc(*_ood_scores(in_logits, out_logits, score, from_probs))
+
+
+def ood_fpr_at_tpr(
+    in_logits: TensorLike,
+    out_logits: TensorLike,
+    score: OODScore = "entropy",
+    tpr: float = 0.95,
+    from_probs: bool = False,
+) -> Tensor:
+    r"""FPR at ``tpr`` TPR (:func:`fpr_at_tpr`) of keeping the ``in_logits`` samples
+    (positives) and rejecting the ``out_logits`` ones by an uncertainty score: the fraction
+    of OOD samples taken as in-distribution when ``tpr`` of the in-distribution ones are.
+
+    Inputs and ``score`` as in :func:`ood_auroc`: ``"entropy"`` keeps a sample whose softmax
+    entropy is at most a threshold, ``"confidence"`` one whose :math:`\max_k p_k` is at least
+    one (ties with the threshold kept). Returns a 0-d float64 tensor.
+
+    Example:
+        >>> import torch
+        >>> confident = torch.tensor([[4.0, 0.0, 0.0], [0.0, 5.0, 1.0]])
+        >>> flat = torch.tensor([[0.2, 0.0, 0.1], [1.0, 0.9, 1.1], [4.0, 0.0, 0.0]])
+        >>> ood_fpr_at_tpr(confident, flat)  # the third OOD sample is as sure as the first
+        tensor(0.3333, dtype=torch.float64)
+    """
+    tpr = _checked_tpr(tpr)
+    return _fpr_at_tpr(*_ood_scores(in_logits, out_logits, score, from_probs), tpr)
+
+
+def _ood_scores(
+    in_logits: TensorLike, out_logits: TensorLike, score: str, from_probs: bool
+) -> tuple[Tensor, Tensor]:
+    """The per-sample ``score`` of both sets, checked to come from one classifier."""
     if score not in _OOD_SCORES:
         raise ValueError(f"score must be one of {sorted(_OOD_SCORES)}, got {score!r}")
     names = ("in_logits", "out_logits")
@@ -148,7 +213,7 @@ def ood_auroc(
             "both must come from the same classifier"
         )
     to_score = _OOD_SCORES[score]
-    return _auroc(to_score(flat[0], from_probs), to_score(flat[1], from_probs))
+    return to_score(flat[0], from_probs), to_score(flat[1], from_probs)
 
 
 def _entropy(scores: Tensor, from_probs: bool) -> Tensor:
@@ -199,8 +264,8 @@ def _checked_pair(in_scores: TensorLike, out_scores: TensorLike) -> tuple[Tensor
             )
         if scores.numel() == 0:
             raise ValueError(
-                f"{name} is empty: the AUROC needs at least one in- and one out-of-distribution "
-                "sample"
+                f"{name} is empty: OOD detection needs at least one in- and one "
+                "out-of-distribution sample"
             )
     _check_same_device(in_scores, out_scores, names)
     for name, scores in zip(names, pair, strict=True):
@@ -235,3 +300,18 @@ def _auroc(in_scores: Tensor, out_scores: Tensor) -> Tensor:
     # twice the area in units of 1 / (N_in N_out): Σ Δfp · (tp_k + tp_{k+1}), an exact integer
     twice_area = (false_positives.diff() * (true_positives[1:] + true_positives[:-1])).sum()
     return twice_area.double() / (2 * in_scores.numel() * out_scores.numel())
+
+
+def _checked_tpr(tpr: float) -> float:
+    if not (isinstance(tpr, (int, float)) and not isinstance(tpr, bool) and 0 < tpr <= 1):
+        raise ValueError(f"tpr must be a number in (0, 1], got {tpr!r}")
+    return float(tpr)
+
+
+def _fpr_at_tpr(in_scores: Tensor, out_scores: Tensor, tpr: float) -> Tensor:
+    count = in_scores.numel()
+    # the least k with k / N >= tpr as float64 division, so that it agrees with a ROC curve's
+    # rates; floor(tpr·N) - 1 starts below it whatever the rounding of tpr·N
+    k = next(k for k in range(max(1, math.floor(tpr * count) - 1), count + 1) if k / count >= tpr)
+    threshold = in_scores.kthvalue(k).values
+    return (out_scores <= threshold).sum().double() / out_scores.numel()

@@ -4,10 +4,12 @@ The input is a list of rows, one per run, made by :func:`result_row` from a run'
 ``evaluation.json`` (see :mod:`focalcal.engine.evaluate`): ``run``, ``dataset``, ``model``,
 ``loss``, ``temperature``, ``error``, ``<metric>_before`` / ``<metric>_after`` for ``nll``,
 ``ece``, ``adaece``, ``classwise_ece``, ``mce``, ``brier``, and
-``ood = {spec: {"entropy" | "confidence": {"before": auroc, "after": auroc}}}``, all fractions.
+``ood = {spec: {"entropy" | "confidence": {"before": auroc, "after": auroc}, "fpr95":
+{"entropy" | "confidence": {"before": fpr, "after": fpr}}}}``, all fractions.
 
 :func:`build_tables` lays them out as the paper does: one table per metric (ECE, AdaECE,
-Classwise-ECE, test error, NLL, and the entropy AUROC of every OOD set), a row per
+Classwise-ECE, test error, NLL, and for every OOD set the AUROC and the FPR at 95 % TPR, by
+entropy and by max confidence), a row per
 (dataset, model), a column per loss. Markdown and LaTeX show percentages with two decimals;
 a cell reads ``4.35 → 1.35 (2.5)`` in Markdown (before → after temperature scaling (T)) and
 takes a Pre T and a Post T column in LaTeX. JSON keeps the unrounded fractions.
@@ -61,6 +63,15 @@ TITLES = {
     "brier": "Brier (×100)",
 }
 REPORT_METRICS = ("nll", "ece", "adaece", "classwise_ece", "mce", "brier")
+# Each OOD set's tables: (key, title, where in its evaluation entry: "" for the AUROCs at the
+# top level, "fpr95" for the FPRs; score).
+OOD_TABLES = (
+    ("ood-{spec}", "OOD AUROC (%), {spec}, entropy", "", "entropy"),
+    ("ood-{spec}-confidence", "OOD AUROC (%), {spec}, max confidence", "", "confidence"),
+    ("fpr95-{spec}", "OOD FPR at 95 % TPR (%), {spec}, entropy", "fpr95", "entropy"),
+    ("fpr95-{spec}-confidence", "OOD FPR at 95 % TPR (%), {spec}, max confidence", "fpr95",
+     "confidence"),
+)  # fmt: skip
 TABLE_METRICS = ("ece", "adaece", "classwise_ece", "error", "nll")
 _LATEX_SPECIAL = {
     "\\": r"\textbackslash{}",
@@ -150,10 +161,12 @@ def result_row(
 
 
 def build_tables(rows: Sequence[Row]) -> list[Table]:
-    """The paper's tables of ``rows``: ECE, AdaECE, Classwise-ECE, test error, NLL, then the
-    entropy AUROC of each OOD set. Rows, columns and OOD sets keep the order of first
-    appearance; rows of one (dataset, model, loss) with different seeds make one cell of
-    means and standard deviations; two with the same seed are a ``ValueError`` naming them."""
+    """The paper's tables of ``rows``: ECE, AdaECE, Classwise-ECE, test error, NLL, then for
+    each OOD set its AUROC by entropy (the paper's) and by max confidence, and its FPR at 95 %
+    TPR by each (:data:`OOD_TABLES`; where the rows have them). Rows, columns and OOD sets
+    keep the order of first appearance; rows of one (dataset, model, loss) with different seeds
+    make one cell of means and standard deviations; two with the same seed are a
+    ``ValueError`` naming them."""
     seen: dict[tuple[Any, ...], str] = {}
     for index, row in enumerate(rows):
         missing = [key for key in ("dataset", "model", "loss") if key not in row]
@@ -169,10 +182,12 @@ def build_tables(rows: Sequence[Row]) -> list[Table]:
         _table(metric, TITLES[metric], rows, _metric_cell(metric)) for metric in TABLE_METRICS
     ]
     specs = _unique(spec for row in rows for spec in row.get("ood", {}))
-    tables += [
-        _table(f"ood-{spec}", f"OOD AUROC (%), {spec}, entropy", rows, _ood_cell(spec))
-        for spec in specs
-    ]
+    for spec in specs:
+        for pattern, title, measure, score in OOD_TABLES:
+            cell = _ood_cell(spec, measure, score)
+            table = _table(pattern.format(spec=spec), title.format(spec=spec), rows, cell)
+            if table.cells:  # evaluations written before the FPR have no FPR to show
+                tables.append(table)
     return tables
 
 
@@ -322,8 +337,9 @@ def write_tables(
 
 def evaluation_markdown(evaluation: Mapping[str, Any]) -> str:
     """One run's ``evaluation.json`` as a short Markdown page: every metric before and after
-    T (with bootstrap intervals where computed), the OOD AUROCs, and every metric after the
-    post-hoc maps (every calibrator but temperature scaling) where evaluated."""
+    T (with bootstrap intervals where computed), the OOD AUROCs and FPRs at 95 % TPR, and
+    every metric after the post-hoc maps (every calibrator but temperature scaling) where
+    evaluated."""
     before, after = evaluation["test"]["before"], evaluation["test"]["after"]
     name = " · ".join(str(evaluation[key]) for key in ("dataset", "model", "loss"))
     lines = [
@@ -344,10 +360,11 @@ def evaluation_markdown(evaluation: Mapping[str, Any]) -> str:
         values = [with_interval(report, metric) for report in (before, after)]
         lines.append(markdown_line([TITLES[metric], *values]))
     for spec, entry in evaluation.get("ood", {}).items():
-        for score, auroc in entry.items():
-            if isinstance(auroc, Mapping):
-                values = [format_percent(auroc.get(when)) for when in ("before", "after")]
-                lines.append(markdown_line([f"OOD AUROC (%), {spec}, {score}", *values]))
+        for _, title, measure, score in OOD_TABLES:
+            value = (entry.get(measure) or {}).get(score) if measure else entry.get(score)
+            if isinstance(value, Mapping):
+                values = [format_percent(value.get(when)) for when in ("before", "after")]
+                lines.append(markdown_line([title.format(spec=spec), *values]))
     post_hoc = evaluation.get("post_hoc")
     if post_hoc:  # absent from evaluations written before the post-hoc maps
         lines += [
@@ -417,12 +434,13 @@ def _metric_cell(metric: str) -> Callable[[Row], Cell | None]:
     )
 
 
-def _ood_cell(spec: str) -> Callable[[Row], Cell | None]:
+def _ood_cell(spec: str, measure: str, score: str) -> Callable[[Row], Cell | None]:
     def cell(row: Row) -> Cell | None:
-        entropy = row.get("ood", {}).get(spec, {}).get("entropy")
-        if entropy is None:
+        entry = row.get("ood", {}).get(spec, {})
+        value = (entry.get(measure) or {}).get(score) if measure else entry.get(score)
+        if value is None:
             return None
-        return Cell(entropy.get("before"), entropy.get("after"), row.get("temperature"))
+        return Cell(value.get("before"), value.get("after"), row.get("temperature"))
 
     return cell
 
