@@ -72,8 +72,10 @@ def spy(monkeypatch, name):
 def test_writes_every_promised_file(done):
     out, rows = done
     assert sorted(p.name for p in out.iterdir()) == [
+        "analysis.png",
         "figures.md",
         "nll_curves.png",
+        "reliability_by_loss.png",
         "runs",
         "tables.json",
         "tables.md",
@@ -82,11 +84,14 @@ def test_writes_every_promised_file(done):
     for name in NAMES:
         for file in RUN_FILES:
             assert (out / "runs" / name / file).is_file(), f"{name}/{file}"
-    assert (out / "nll_curves.png").read_bytes()[:4] == b"\x89PNG"
     figures = (out / "figures.md").read_text()
     links = [unquote(link) for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", figures)]
-    assert links == ["nll_curves.png"] + [f"runs/{name}/reliability.png" for name in NAMES]
-    assert all((out / link).is_file() for link in links)
+    grid_figures = ["nll_curves.png", "analysis.png", "reliability_by_loss.png"]
+    assert links == grid_figures + [f"runs/{name}/reliability.png" for name in NAMES]
+    assert all((out / link).read_bytes()[:4] == b"\x89PNG" for link in links)
+    for image in grid_figures:  # each under a heading, with a one-line caption
+        lines = figures.split(f"]({image})\n\n")[1].splitlines()
+        assert lines[0].endswith(".") and lines[1] == ""
     assert [row["run"] for row in rows] == NAMES
 
 
@@ -262,6 +267,40 @@ def test_nll_curves_show_what_the_logs_hold(done):
         nll_curves_figure({"x": []})
 
 
+def test_grid_figures_show_each_loss_as_the_tables_name_it(copy, monkeypatch):
+    drawn = {
+        name: spy(monkeypatch, name) for name in ("analysis_figure", "reliability_by_loss_figure")
+    }
+    forbid(monkeypatch, "train", "evaluate")
+    rows = reproduce(Grid(BASE, ["ce", "flsd-53"]), copy, ood=[NOISE], progress=False)
+    ((args, kwargs),) = drawn["analysis_figure"]
+    assert args[0] == {label: [read_history(copy / "runs" / name)]
+                       for label, name in zip(["CE", "FLSD-53"], NAMES, strict=True)}  # fmt: skip
+    assert kwargs["title"] == "digits · small-cnn"
+    ((args, kwargs),) = drawn["reliability_by_loss_figure"]
+    assert list(args[0]) == ["CE", "FLSD-53"]  # the first seed's test bins of each loss
+    for bins, row in zip(args[0].values(), rows, strict=True):
+        assert int(bins.count.sum()) == 359  # the digits test split
+        assert float(bins.calibration_error()) == pytest.approx(row["ece_before"], abs=1e-9)
+    assert kwargs["title"] == "digits · small-cnn, test split"
+
+
+def test_curve_labels_group_seeds_and_name_losses_as_the_tables_do():
+    labels = reproduce_module._curve_labels
+    runs = grid(BASE, ["ce", "flsd-53"], seeds=2)
+    histories = {name: [{"epoch": 1, "run": name}] for name in runs}
+    assert labels(runs, histories) == {
+        "CE": [histories["digits/small-cnn/ce/seed-0"], histories["digits/small-cnn/ce/seed-1"]],
+        "FLSD-53": [histories[f"digits/small-cnn/flsd-53/seed-{seed}"] for seed in (0, 1)],
+    }
+    runs = grid(BASE, ["ce"], models=["small-cnn", "mlp"], seeds=2)
+    histories = {name: [{"epoch": 1, "run": name}] for name in runs}
+    assert {label: len(group) for label, group in labels(runs, histories).items()} == {
+        "digits/small-cnn/ce": 2,
+        "digits/mlp/ce": 2,
+    }
+
+
 def test_seeds_give_means_and_standard_deviations_and_mark_only_clear_winners(tmp_path):
     base = BASE.replace(epochs=1)
     rows = reproduce(Grid(base, ["ce", "fl-3"], seeds=2), tmp_path, progress=False)
@@ -334,12 +373,40 @@ def test_a_missing_dataset_fails_before_the_first_run(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_progress_shows_each_epoch_and_the_grids_eta(tmp_path, capsys):
-    base = BASE.replace(epochs=2)
-    reproduce(Grid(base, ["ce", "fl-3"]), tmp_path, progress=True)
-    lines = capsys.readouterr().out.splitlines()
-    epochs = [line for line in lines if line.startswith("epoch ")]
-    assert [line.split(":")[0] for line in epochs] == ["epoch 1/2", "epoch 2/2"] * 2
-    runs = [line for line in lines if line.startswith("[")]
-    assert runs[0].startswith("[1/2] digits/small-cnn/ce: trained in ")
-    assert re.search(r"; 1 to go, ETA \d+ s$", runs[0]) and "to go" not in runs[1]
+class Terminal:
+    """A stream that says it is a terminal, as tqdm asks before it draws a bar."""
+
+    def __init__(self):
+        self.text = []
+
+    def write(self, text):
+        self.text.append(text)
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return True
+
+
+def test_progress_is_a_line_per_epoch_when_piped_and_bars_on_a_terminal(
+    tmp_path, monkeypatch, capsys
+):
+    spec = Grid(BASE.replace(subset=128, epochs=2, analysis_samples=0), ["ce", "fl-3"])
+    reproduce(spec, tmp_path / "piped")
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        "[1/2] digits/small-cnn/ce", "epoch 1/2", "epoch 2/2", "[1/2] digits/small-cnn/ce",
+        "[2/2] digits/small-cnn/fl-3", "epoch 1/2", "epoch 2/2", "[2/2] digits/small-cnn/fl-3",
+    ]  # fmt: skip
+    assert lines[0].endswith(": training") and lines[3].startswith(f"[1/2] {NAMES[0]}: trained in")
+    assert re.search(r"; 1 to go, ETA \d+ s$", lines[3]) and "to go" not in lines[7]
+    assert captured.err == ""  # no bar drawn into a pipe
+    terminal = Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    reproduce(spec.__class__(spec.base.replace(seed=1), spec.losses), tmp_path / "tty")
+    bars = "".join(terminal.text)
+    assert "grid 0/2 runs" in bars and "grid 2/2 runs" in bars and "4/4" in bars  # epochs
+    assert "epoch 1/2" in bars  # the running epoch's bar over its batches, beneath
+    assert len(capsys.readouterr().out.splitlines()) == 8  # the lines go above the bars

@@ -102,9 +102,8 @@ def test_one_reliability_and_one_histogram_axes_per_panel():
         assert upper.y0 > lower.y1  # the histogram is underneath
         assert upper.height > 2 * lower.height  # and smaller
         assert (upper.x0, upper.x1) == pytest.approx((lower.x0, lower.x1), abs=1e-6)
-        for axes in (top, histogram):
-            assert axes.get_xlim() == (0, 1)
-            assert axes.get_ylim() == (0, 1)
+        assert top.get_xlim() == histogram.get_xlim() == (0, 1)
+        assert top.get_ylim() == (0, 1)
         assert histogram.get_xlabel()
     assert pairs[0][0].get_ylabel() and pairs[0][1].get_ylabel()  # the first column names y
 
@@ -191,6 +190,55 @@ def test_histogram_is_the_fraction_per_bin_with_accuracy_and_confidence_lines():
     lines = {line.get_label(): line.get_xdata() for line in histogram.get_lines()}
     assert lines["accuracy"][0] == pytest.approx(correct.mean(), rel=1e-12)
     assert lines["mean confidence"][0] == pytest.approx(confidence.mean(), abs=1e-9)
+
+
+def test_each_histogram_bar_is_labelled_with_its_sample_count():
+    ((_, histogram),) = columns(reliability_figure({"model": to_bins(*OVER_AND_UNDER)}))
+    count = reference(*OVER_AND_UNDER)[0]
+    labels = {round(text.xy[0] * NUM_BINS - 0.5): text.get_text() for text in histogram.texts}
+    assert labels == {b: str(count[b]) for b in np.flatnonzero(count)}
+
+
+# Bin 3 holds 5 samples, bin 6 holds 9, bin 9 holds 300.
+SPARSE = sample(4, [(0.31, 0.39, 5, 0.8), (0.61, 0.69, 9, 0.4), (0.905, 1.0, 300, 0.7)])
+
+
+@pytest.mark.parametrize(("min_count", "faded"), [(10, {3, 6}), (6, {3}), (0, set())])
+def test_bins_below_the_minimum_count_are_faded(min_count, faded):
+    figure = reliability_figure({"model": to_bins(*SPARSE)}, min_count=min_count)
+    ((top, histogram),) = columns(figure)
+    assert reference(*SPARSE)[0][[3, 6, 9]].tolist() == [5, 9, 300]
+    for patches in (bars(top, "accuracy"), bars(top, "gap"), bars(histogram, "fraction")):
+        alphas = {bin_of(bar): bar.get_alpha() for bar in patches}
+        assert sorted(alphas) == [3, 6, 9]
+        assert {b for b, alpha in alphas.items() if alpha is not None} == faded
+        assert all(alphas[b] == plots.FADED_ALPHA < 1 for b in faded)
+    entry = f"Bin of < {min_count} samples"
+    assert (entry in legend_entries(figure)) == bool(faded)
+
+
+def test_histogram_height_follows_the_tallest_bar_of_all_panels():
+    cases = [
+        (panels(), (OVER_AND_UNDER, CALIBRATED)),
+        ({"alone": to_bins(*CALIBRATED)}, (CALIBRATED,)),
+    ]
+    highs = []
+    for drawn, data in cases:
+        tallest = max(reference(*d)[0].max() / len(d[0]) for d in data)
+        for _, histogram in columns(reliability_figure(drawn)):
+            low, high = histogram.get_ylim()
+            assert low == 0 and high == pytest.approx(plots._HEADROOM * tallest, rel=1e-12)
+            assert max(bar.get_height() for bar in bars(histogram, "fraction")) < high
+            highs.append(high)
+    assert highs[0] == highs[1] != highs[2]  # shared by the panels of a figure, set by the data
+    assert highs[2] < 1  # 0.53 of the samples in the tallest bin: a 0-1 axis would waste room
+
+
+def test_title_names_the_figure():
+    assert reliability_figure(panels(), title="cifar10 · resnet50 · CE").get_suptitle() == (
+        "cifar10 · resnet50 · CE"
+    )
+    assert reliability_figure(panels()).get_suptitle() == ""
 
 
 def test_png_has_signature_and_pixel_size(tmp_path):

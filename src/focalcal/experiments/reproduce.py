@@ -8,7 +8,13 @@ Everything goes under ``out_dir``:
   ``evaluation.md``, ``reliability.png`` from :func:`focalcal.engine.evaluate.evaluate`);
 - ``tables.md``, ``tables.tex``, ``tables.json``: :func:`focalcal.report.tables.write_tables`;
 - ``nll_curves.png``: test NLL per epoch of every run (:func:`focalcal.report.plot_nll_curves`);
-- ``figures.md``: a page showing ``nll_curves.png`` and every run's ``reliability.png``.
+- ``analysis.png``: the paper's Figures 2–3, test NLL of the correct and of the incorrect
+  predictions, entropy and last-layer weight norm per epoch, mean ± sd over seeds
+  (:func:`focalcal.report.analysis_figure`);
+- ``reliability_by_loss.png``: the losses' test reliability diagrams side by side
+  (:func:`focalcal.report.reliability_by_loss_figure`), one ``reliability_by_loss-<dataset>-
+  <model>.png`` per dataset and model when the grid has several;
+- ``figures.md``: a page showing these figures and every run's ``reliability.png``.
 
 The images need matplotlib; without it they (and their links) are left out.
 
@@ -23,20 +29,34 @@ import importlib.util
 import json
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote
 
+from tqdm import tqdm
+
 from focalcal._io import atomic_write_text
-from focalcal.data import dataset_label, load_dataset
+from focalcal.data import BatchLoader, dataset_label
 from focalcal.engine.config import TrainConfig, check_names
-from focalcal.engine.evaluate import OBJECTIVES, evaluate, is_evaluated, parse_ood
+from focalcal.engine.evaluate import OBJECTIVES, evaluate, is_evaluated
 from focalcal.engine.lock import RunLockedError, hold
-from focalcal.engine.train import check_run, read_history, train
-from focalcal.report.cells import format_percent, format_temperature
-from focalcal.report.plots import plot_nll_curves
+from focalcal.engine.ood import check_ood, parse_ood
+from focalcal.engine.train import (
+    check_run,
+    load_model,
+    load_split,
+    predict,
+    read_history,
+    resolve_device,
+    train,
+)
+from focalcal.metrics import reliability_bins
+from focalcal.metrics.binning import Bins
+from focalcal.report.analysis import ANALYSIS_PANELS, analysis_figure, reliability_by_loss_figure
+from focalcal.report.cells import format_percent, format_temperature, loss_label
+from focalcal.report.plots import MIN_COUNT, plot_nll_curves, save_figure
 from focalcal.report.tables import result_row, write_tables
 from focalcal.scaling import Objective
 
@@ -133,12 +153,15 @@ def reproduce(
     Runs go in order; each is skipped when finished and evaluated with these settings,
     resumed when unfinished, then evaluated (``checkpoint``, T fitted by ``objective``, AUROC
     against each ``ood`` set, ``bootstrap_samples`` resamples for intervals). With
-    ``progress``, prints one line per run. Each run is trained and evaluated holding its
-    directory's lock (:mod:`focalcal.engine.lock`): a run another process holds is left to it
-    and this call takes the next, then waits for the held ones to finish, so N processes on one
-    grid (a job array without ``shard``) share its runs and never repeat one. Returns the table rows
-    (:func:`focalcal.report.tables.result_row`), one per run, in order. Runs of one (dataset,
-    model, loss) with different seeds are averaged in the tables (mean ± standard deviation).
+    ``progress``, prints a line as each run starts training and as it ends (with the grid's
+    ETA), and one per epoch; on a terminal, a bar over the grid's epochs shows the runs done
+    and the ETA, with the running epoch's bar beneath it. Each run is trained and evaluated
+    holding its directory's lock (:mod:`focalcal.engine.lock`): a run another process holds is
+    left to it and this call takes the next, then waits for the held ones to finish, so N
+    processes on one grid (a job array without ``shard``) share its runs and never repeat one.
+    Returns the table rows (:func:`focalcal.report.tables.result_row`), one per run, in order.
+    Runs of one (dataset, model, loss) with different seeds are averaged in the tables (mean ±
+    standard deviation).
 
     ``shard=(k, n)``: only the runs ``k, k + n, k + 2n, …`` of the grid, and no tables. Each
     process of a job array (or of ``torchrun``, see the CLI) takes its own shard: the runs are
@@ -155,8 +178,9 @@ def reproduce(
         >>> base = TrainConfig(dataset="digits", subset=256, epochs=1)
         >>> with tempfile.TemporaryDirectory() as out:
         ...     rows = reproduce(Grid(base, ["ce", "fl-3"]), out, progress=False)
-        ...     sorted(p.name for p in Path(out).iterdir())
-        ['figures.md', 'nll_curves.png', 'runs', 'tables.json', 'tables.md', 'tables.tex']
+        ...     sorted(p.name for p in Path(out).iterdir())  # doctest: +NORMALIZE_WHITESPACE
+        ['analysis.png', 'figures.md', 'nll_curves.png', 'reliability_by_loss.png', 'runs',
+         'tables.json', 'tables.md', 'tables.tex']
         >>> [row["run"] for row in rows]
         ['digits/small-cnn/ce', 'digits/small-cnn/fl-3']
     """
@@ -169,65 +193,72 @@ def reproduce(
     where = f" of shard {index}/{count}" if count > 1 else ""
     out = Path(out_dir)
     done: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
-    began = time.perf_counter()
     held: dict[str, str] = {}  # runs another process holds: name -> its PID
-    while len(done) < len(selected):
-        for name, config in selected:
-            if name in done:
-                continue
-            start = time.perf_counter()
-            run_dir = out / "runs" / name
-            try:
-                with hold(run_dir):
-                    status, evaluation = _run(
-                        config, run_dir, ood, objective, checkpoint, bootstrap_samples, progress
-                    )
-                    history = read_history(run_dir)  # rebuilt from the checkpoint if damaged
-            except RunLockedError as error:
-                if progress and held.get(name) != error.pid:
-                    print(f"[{name}] held by process {error.pid or '?'}: taking the next run")
-                held[name] = error.pid
-                continue
-            done[name] = result_row(evaluation, run=name, seed=config.seed), history
-            if progress:
-                seconds = time.perf_counter() - start
-                left = len(selected) - len(done)
-                eta = (time.perf_counter() - began) / len(done) * left if left else 0.0
-                print(
-                    f"[{len(done)}/{len(selected)}{where}] {name}: {status} in {seconds:.1f} s; "
-                    f"{_summary(done[name][0])}" + (f"; {left} to go, ETA {_duration(eta)}"
-                                                    if left else ""),
-                    flush=True,
+    with _Progress(selected, where, progress) as report:
+        while len(done) < len(selected):
+            for name, config in selected:
+                if name in done:
+                    continue
+                start, trained = time.perf_counter(), report.epochs
+                run_dir = out / "runs" / name
+                try:
+                    with hold(run_dir):
+                        if not (run_dir / "result.json").exists():
+                            report.say(f"[{len(done) + 1}/{len(selected)}{where}] {name}: training")
+                        status, evaluation = _run(
+                            config, run_dir, ood, objective, checkpoint, bootstrap_samples,
+                            progress, report.epoch,
+                        )  # fmt: skip
+                        history = read_history(run_dir)  # rebuilt from the checkpoint if damaged
+                except RunLockedError as error:
+                    if held.get(name) != error.pid:
+                        report.say(f"[{name}] held by process {error.pid or '?'}: taking the next")
+                    held[name] = error.pid
+                    continue
+                done[name] = result_row(evaluation, run=name, seed=config.seed), history
+                report.ended(
+                    name, f"{status} in {time.perf_counter() - start:.1f} s; "
+                    f"{_summary(done[name][0])}", config.epochs - (report.epochs - trained),
                 )  # fmt: skip
-        if len(done) < len(selected):  # the rest are another process's: wait for them
-            time.sleep(WAIT)
+            if len(done) < len(selected):  # the rest are another process's: wait for them
+                time.sleep(WAIT)
     rows = [done[name][0] for name, _ in selected]
     histories = {name: done[name][1] for name, _ in selected}
     if count > 1:
         return rows  # a shard: a last call without one writes the tables
     write_tables(rows, out)
-    curves = None
+    figures = []
     if importlib.util.find_spec("matplotlib") is not None:
-        curves = plot_nll_curves(_curve_labels(runs, histories), out / "nll_curves.png").name
+        figures = _write_figures(runs, histories, out, checkpoint)
     images = {
         name: (Path("runs") / name / "reliability.png").as_posix()
         for name in runs
         if (out / "runs" / name / "reliability.png").exists()
     }
-    atomic_write_text(out / "figures.md", figures_page(rows, images, curves))
+    atomic_write_text(out / "figures.md", figures_page(rows, images, figures))
     return rows
 
 
 def figures_page(
-    rows: Sequence[Mapping[str, Any]], images: Mapping[str, str], curves: str | None
+    rows: Sequence[Mapping[str, Any]],
+    images: Mapping[str, str],
+    figures: Sequence[tuple[str, str, str]] = (),
 ) -> str:
-    """The Markdown of ``figures.md``: the ``curves`` image, then per row its reliability
-    diagram ``images[row["run"]]`` (paths relative to the page) under its ECE before → after T.
+    """The Markdown of ``figures.md``: each of ``figures`` (heading, image path, one-line
+    caption), then per row its reliability diagram ``images[row["run"]]`` under its ECE
+    before → after T; paths relative to the page.
 
     Example:
         >>> row = {"run": "a/ce", "ece_before": 0.0435, "ece_after": 0.0135, "temperature": 2.5}
-        >>> print(figures_page([row], {"a/ce": "runs/a/ce/reliability.png"}, None))
+        >>> curves = ("Test NLL per epoch", "nll_curves.png", "One line per loss.")
+        >>> print(figures_page([row], {"a/ce": "runs/a/ce/reliability.png"}, [curves]))
         # Figures
+        <BLANKLINE>
+        ## Test NLL per epoch
+        <BLANKLINE>
+        ![Test NLL per epoch](nll_curves.png)
+        <BLANKLINE>
+        One line per loss.
         <BLANKLINE>
         ## Reliability diagrams, before | after temperature scaling
         <BLANKLINE>
@@ -239,8 +270,8 @@ def figures_page(
         <BLANKLINE>
     """
     lines = ["# Figures", ""]
-    if curves is not None:
-        lines += ["## Test NLL per epoch", "", f"![Test NLL per epoch]({quote(curves)})", ""]
+    for heading, path, caption in figures:
+        lines += [f"## {heading}", "", f"![{heading}]({quote(path)})", "", caption, ""]
     lines += ["## Reliability diagrams, before | after temperature scaling", ""]
     for row in rows:
         name = str(row["run"])
@@ -261,7 +292,7 @@ def _check_runs(runs: Mapping[str, TrainConfig], ood: Sequence[str], objective: 
     for spec in ood:
         parse_ood(spec)
     cells: dict[tuple[str, str, str, int], str] = {}
-    found: set[tuple[str, str | None]] = set()
+    found: set[tuple[str, str | None, str, str]] = set()
     for name, config in runs.items():
         parts = PurePosixPath(name).parts
         if not parts or name.startswith("/") or "\\" in name or {".", ".."} & set(parts):
@@ -270,12 +301,19 @@ def _check_runs(runs: Mapping[str, TrainConfig], ood: Sequence[str], objective: 
             check_names(config)
         except (ValueError, TypeError) as error:
             raise ValueError(f"run {name!r}: {error}") from error
-        if (config.dataset, config.root) not in found:  # read once here, cached for training
+        options = json.dumps(config.dataset_options, sort_keys=True)
+        data = (config.dataset, config.root, options, json.dumps(config.classes))
+        if data not in found:  # read once here, cached for training
             try:
-                load_dataset(config.dataset, config.root, "test")
+                load_split(config, "test")
             except (OSError, ValueError) as error:
                 raise ValueError(f"run {name!r}: dataset {config.dataset!r}: {error}") from error
-            found.add((config.dataset, config.root))
+            try:
+                for spec in ood:
+                    check_ood(spec, config)
+            except ValueError as error:
+                raise ValueError(f"run {name!r}: {error}") from error
+            found.add(data)
         inside = next((other for other in runs if other.startswith(name + "/")), None)
         if inside is not None:  # a run's directory holds its lock and files, not other runs
             raise ValueError(f"run {inside!r} would lie inside run {name!r}'s directory")
@@ -296,9 +334,11 @@ def _run(
     checkpoint: str,
     bootstrap_samples: int,
     progress: bool = False,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    """Skip, train, resume or evaluate one run (with ``progress``, training shows its epochs);
-    returns what was done and its evaluation."""
+    """Skip, train, resume or evaluate one run (with ``progress``, training shows its epochs;
+    ``on_epoch`` as :func:`~focalcal.engine.train.train`'s); returns what was done and its
+    evaluation."""
     finished = (run_dir / "result.json").exists()
     if finished:  # train() checks the run it resumes; a run skipped or evaluated, here
         check_run(config, run_dir)
@@ -309,11 +349,49 @@ def _run(
         status = "evaluated"
     else:
         status = "resumed" if (run_dir / "checkpoints" / "last.pt").exists() else "trained"
-        train(config, run_dir, resume=True, progress=progress)
+        train(config, run_dir, resume=True, progress=progress, on_epoch=on_epoch)
     return status, evaluate(
         run_dir, checkpoint=checkpoint, objective=objective, ood=ood,
         bootstrap_samples=bootstrap_samples, device=config.device,
     )  # fmt: skip
+
+
+class _Progress:
+    """What :func:`reproduce` shows: lines (a run's start and end, with the grid's ETA) and, on
+    a terminal, a bar over the grid's epochs with the running epoch's bar beneath it (tqdm
+    stacks them); the bar's total drops by the epochs found done (finished earlier, or by
+    another process), so its ETA is for the rest."""
+
+    def __init__(self, selected: Sequence[tuple[str, TrainConfig]], where: str, show: bool):
+        self.show, self.where, self.runs, self.done = show, where, len(selected), 0
+        self.began = time.perf_counter()
+        self.bar = tqdm(total=sum(config.epochs for _, config in selected), unit="epoch",
+                        desc=f"grid 0/{self.runs} runs", disable=not show or None)  # fmt: skip
+        self.epochs = 0  # trained by this call
+
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.close()
+
+    def say(self, line: str) -> None:
+        if self.show:  # above the bars on a terminal, a plain line when piped
+            tqdm.write(line)
+
+    def epoch(self, record: dict[str, Any]) -> None:
+        self.epochs += 1
+        self.bar.update()
+
+    def ended(self, name: str, what: str, untrained: int) -> None:
+        """Run ``name`` is done (``what``: how), ``untrained`` of its epochs not by this call."""
+        self.done += 1
+        self.bar.total = (self.bar.total or 0) - untrained
+        self.bar.set_description(f"grid {self.done}/{self.runs} runs")
+        left = self.runs - self.done
+        eta = (time.perf_counter() - self.began) / self.done * left
+        self.say(f"[{self.done}/{self.runs}{self.where}] {name}: {what}"
+                 + (f"; {left} to go, ETA {_duration(eta)}" if left else ""))  # fmt: skip
 
 
 def _duration(seconds: float) -> str:
@@ -335,12 +413,72 @@ def _summary(row: Mapping[str, Any]) -> str:
 
 def _curve_labels(
     runs: Mapping[str, TrainConfig], histories: Mapping[str, list[dict[str, Any]]]
-) -> dict[str, list[dict[str, Any]]]:
-    """Histories keyed by loss when every run shares one dataset and model (the paper's
-    Figure 2; of repeated runs, the first seed's), else by run name."""
-    if len({(config.dataset, config.model) for config in runs.values()}) == 1:
-        curves: dict[str, list[dict[str, Any]]] = {}
-        for name, history in histories.items():
-            curves.setdefault(runs[name].loss, history)
-        return curves
-    return dict(histories)
+) -> dict[str, list[list[dict[str, Any]]]]:
+    """The histories of each (dataset, model, loss), one per seed, labelled by the loss as the
+    tables spell it when every run shares one dataset and model (the paper's Figure 2), else
+    by the first seed's run name without its ``/seed-<seed>``."""
+    single = len({(config.dataset, config.model) for config in runs.values()}) == 1
+    groups: dict[tuple[str, str, str], tuple[str, list[list[dict[str, Any]]]]] = {}
+    for name, history in histories.items():
+        config = runs[name]
+        label = loss_label(config.loss) if single else name.removesuffix(f"/seed-{config.seed}")
+        cell = (config.dataset, config.model, config.loss)
+        groups.setdefault(cell, (label, []))[1].append(history)
+    return dict(groups.values())
+
+
+def _write_figures(
+    runs: Mapping[str, TrainConfig],
+    histories: Mapping[str, list[dict[str, Any]]],
+    out: Path,
+    checkpoint: str,
+) -> list[tuple[str, str, str]]:
+    """Write ``nll_curves.png``, ``analysis.png`` and the reliability diagrams by loss (one
+    per dataset and model) into ``out``; returns (heading, file, caption) of each."""
+    curves = _curve_labels(runs, histories)
+    seeds = "/".join(sorted({str(len(group)) for group in curves.values()}))
+    first = ", first seed" if seeds != "1" else ""
+    plot_nll_curves({label: group[0] for label, group in curves.items()}, out / "nll_curves.png")
+    caption = "Test NLL, NLL of the correct and of the incorrect predictions, and entropy"
+    figures = [("Test NLL per epoch", "nll_curves.png", f"{caption} per epoch{first}.")]
+    settings: dict[tuple[str, str], dict[str, str]] = {}  # the first seed's run of each loss
+    for name, config in runs.items():
+        setting = (dataset_label(config.dataset), config.model)
+        settings.setdefault(setting, {}).setdefault(loss_label(config.loss), name)
+    logged = {key for group in curves.values() for h in group for record in h for key in record}
+    if logged & {panel[2] for panel in ANALYSIS_PANELS}:
+        title = " · ".join(next(iter(settings))) if len(settings) == 1 else None
+        save_figure(analysis_figure(curves, title=title), out / "analysis.png")
+        band = f", mean ± sd over {seeds} seeds" if first else ""
+        caption = (
+            "Test NLL of the correct and of the incorrect predictions, test entropy and "
+            f"last-layer weight norm per epoch{band}; the y-axes fit the epochs after the first."
+        )
+        figures.append(("Training analysis (the paper's Figures 2–3)", "analysis.png", caption))
+    for (dataset, model), losses in settings.items():
+        where = f"{dataset} · {model}"
+        file = "reliability_by_loss.png"
+        if len(settings) > 1:
+            file = f"reliability_by_loss-{dataset}-{model}.png"
+        panels = {
+            label: _test_bins(out / "runs" / name, runs[name], checkpoint)
+            for label, name in losses.items()
+        }
+        figure = reliability_by_loss_figure(panels, title=f"{where}, test split{first}")
+        save_figure(figure, out / file)
+        caption = (
+            f"Test split before temperature scaling, `{checkpoint}` checkpoint{first}; sample "
+            f"counts over the histogram bars; bins of fewer than {MIN_COUNT} samples faded."
+        )
+        figures.append((f"Reliability diagrams by loss, {where}", file, caption))
+    return figures
+
+
+def _test_bins(run_dir: Path, config: TrainConfig, checkpoint: str) -> Bins:
+    """The top-label bins of a run's test predictions, as evaluate bins them: predicted again,
+    since ``evaluation.json`` keeps the metrics but not the bins."""
+    device = resolve_device(config.device)
+    model, config = load_model(run_dir, checkpoint, device)
+    test = load_split(config, "test")
+    loader = BatchLoader(test, config.eval_batch_size, device=device, rank=0, world_size=1)
+    return reliability_bins(predict(model, loader), test.labels.to(device))

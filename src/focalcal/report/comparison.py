@@ -91,6 +91,7 @@ def comparison_markdown(
         }
         lines = [f"### {dataset} · {model}", "", markdown_line(header)]
         lines.append("|---|" + "---:|" * len(columns))
+        intervals = False  # whether a cell shows one, for the note
         for loss, runs in losses.items():
             values = [loss_label(loss)]
             for _, key in columns:
@@ -99,22 +100,30 @@ def comparison_markdown(
                 interval = runs[0].get("intervals", {}).get(interval_key)
                 if len(runs) == 1 and interval is not None and text != MISSING:
                     text += f" [{format_percent(interval[0])}, {format_percent(interval[1])}]"
+                    intervals = True
                 if _clear_winner({other: c[key] for other, c in cells.items()}) == loss:
                     text = f"**{text}**"
                 values.append(text)
             lines.append(markdown_line(values))
-        repeats = sorted({len(runs) for runs in losses.values()})
-        if repeats == [1]:
-            note = ("One run per loss; [low, high]: 95 % bootstrap interval over the test set "
-                    "(`--bootstrap`), where computed. Nothing is marked.")  # fmt: skip
-        else:
-            seeds = "/".join(map(str, repeats))
-            note = (f"Mean ± standard deviation over {seeds} seeds. **Bold**: the best of its "
-                    "column, marked only where the runner-up's mean is worse by more than one "
-                    "standard deviation (the larger of the two).")  # fmt: skip
-        sections.append("\n".join(lines) + f"\n\nLower is better in every column; (T): after "
-                        f"temperature scaling. {note}\n")  # fmt: skip
+        sections.append("\n".join(lines) + f"\n\n{_note(losses, intervals)}\n")
     return "\n".join(sections)
+
+
+def _note(losses: Mapping[str, Sequence[Row]], intervals: bool) -> str:
+    """What a comparison table holds, and only that: seeds where rows were averaged, intervals
+    where a cell shows one, the rule of the bold marks where the table can have them."""
+    repeats = sorted({len(runs) for runs in losses.values()})
+    note = "Lower is better in every column; (T): after temperature scaling."
+    if repeats != [1]:
+        note += f" Mean ± standard deviation over {'/'.join(map(str, repeats))} seeds."
+    if intervals:
+        note += " [low, high]: 95 % bootstrap interval over the test set (`--bootstrap`)."
+    if repeats[0] > 1:  # _clear_winner marks nothing while some loss has a single run
+        return note + (" **Bold**: the best of its column, marked only where the runner-up's "
+                       "mean is worse by more than one standard deviation (the larger of the "
+                       "two).")  # fmt: skip
+    return note + (" One run per loss: nothing is marked." if repeats == [1] else
+                   " Nothing is marked.")  # fmt: skip
 
 
 def _clear_winner(cells: Mapping[str, Cell]) -> str | None:

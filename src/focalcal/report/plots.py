@@ -53,10 +53,19 @@ _ACCURACY_LINE: dict[str, Any] = {"color": ACCURACY_COLOR, "linewidth": 2.2}
 _CONFIDENCE_LINE: dict[str, Any] = {"color": "black", "linestyle": (0, (4, 2)), "linewidth": 1.2}
 _PANEL_SIZE = (3.4, 4.6)  # inches per panel: two panels fill a two-column paper's text width
 _FONT_SIZE = 8.0
+# Below 10 samples a bin's accuracy has a standard error of 0.15 or more (√(0.25 / n)): its gap
+# is mostly noise, so such bins are drawn faded rather than hidden.
+MIN_COUNT = 10
+FADED_ALPHA = 0.3
+_HEADROOM = 1.6  # histogram height over its tallest bar: room for the vertical count labels
 
 
 def reliability_figure(
-    panels: Mapping[str, Bins], *, figsize: tuple[float, float] | None = None
+    panels: Mapping[str, Bins],
+    *,
+    figsize: tuple[float, float] | None = None,
+    title: str | None = None,
+    min_count: int = MIN_COUNT,
 ) -> Figure:
     """One reliability diagram per panel, side by side, each above its confidence histogram.
 
@@ -65,10 +74,11 @@ def reliability_figure(
     as a bar, the diagonal of perfect calibration, and the gap between accuracy and mean
     confidence, coloured and hatched by its sign: over-confident bins (confidence > accuracy)
     one way, under-confident bins the other. The title gives the panel's name and its ECE in
-    percent. Underneath: the fraction of samples in each bin, with the overall accuracy and
-    mean confidence as vertical lines. Empty bins draw nothing. One legend explains it all.
-
-    ``figsize`` defaults to 3.4 × 4.6 inches per panel.
+    percent. Underneath: the fraction of samples in each bin, labelled with its sample count,
+    on a y-axis scaled to the tallest bar of all panels (shared, so panels compare), with the
+    overall accuracy and mean confidence as vertical lines. Bins of fewer than ``min_count``
+    samples are drawn faded (alpha 0.3); empty bins draw nothing. ``title`` names the figure
+    (the run, say); ``figsize`` defaults to 3.4 × 4.6 inches per panel. One legend explains all.
 
     Example:
         >>> import torch
@@ -90,15 +100,22 @@ def reliability_figure(
     figure = Figure(figsize=size, layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots(2, columns, squeeze=False, gridspec_kw={"height_ratios": (3, 1)})
+    tallest = max(float((b.count / b.count.sum()).max()) for b in panels.values())
+    any_faded = False
     for column, (name, bins) in enumerate(panels.items()):
-        _draw_reliability(axes[0, column], str(name), bins)
-        _draw_histogram(axes[1, column], bins)
+        faded = (bins.count[bins.count > 0] < min_count).cpu().numpy()
+        any_faded |= bool(faded.any())
+        _draw_reliability(axes[0, column], str(name), bins, faded)
+        _draw_histogram(axes[1, column], bins, faded)
+        axes[1, column].set_ylim(0, _HEADROOM * tallest)
         for ax in axes[:, column]:
             ax.tick_params(labelsize=_FONT_SIZE)
             if column > 0:
                 ax.set_ylabel("")
     figure.align_ylabels(axes[:, 0])
-    _draw_legend(figure, columns)
+    if title:
+        figure.suptitle(title, fontsize=_FONT_SIZE + 2)
+    _draw_legend(figure, columns, min_count if any_faded else None)
     return figure
 
 
@@ -108,6 +125,8 @@ def save_reliability_diagram(
     *,
     figsize: tuple[float, float] | None = None,
     dpi: float = 200,
+    title: str | None = None,
+    min_count: int = MIN_COUNT,
 ) -> Path:
     """Draw :func:`reliability_figure` and write it to ``path``; returns ``path`` as a Path.
 
@@ -131,7 +150,8 @@ def save_reliability_diagram(
         ...     path.name, path.read_bytes()[:4]
         ('cifar10.png', b'\\x89PNG')
     """
-    return save_figure(reliability_figure(panels, figsize=figsize), path, dpi=dpi)
+    figure = reliability_figure(panels, figsize=figsize, title=title, min_count=min_count)
+    return save_figure(figure, path, dpi=dpi)
 
 
 def plot_reliability(
@@ -328,7 +348,7 @@ def _check_panels(panels: Mapping[str, Bins]) -> None:
             raise ValueError(f"panel {name!r} holds no samples: every bin is empty")
 
 
-def _draw_reliability(axes: Axes, name: str, bins: Bins) -> None:
+def _draw_reliability(axes: Axes, name: str, bins: Bins, faded: np.ndarray[Any, Any]) -> None:
     from matplotlib import patheffects
 
     left, width, filled = _bar_geometry(bins)
@@ -337,7 +357,8 @@ def _draw_reliability(axes: Axes, name: str, bins: Bins) -> None:
     # A white halo keeps the diagonal visible where it crosses the dark accuracy bars.
     halo = [patheffects.withStroke(linewidth=3.0, foreground="white")]
     axes.plot((0, 1), (0, 1), label="perfect calibration", zorder=3, path_effects=halo, **_DIAGONAL)
-    axes.bar(left, accuracy.numpy(), width, align="edge", label="accuracy", **_ACCURACY_STYLE)
+    bars = axes.bar(left, accuracy.numpy(), width, align="edge", label="accuracy",
+                    **_ACCURACY_STYLE)  # fmt: skip
     gaps = axes.bar(
         left,
         (confidence - accuracy).abs().numpy(),
@@ -348,6 +369,8 @@ def _draw_reliability(axes: Axes, name: str, bins: Bins) -> None:
     )
     for gap, over in zip(gaps.patches, (confidence > accuracy).tolist(), strict=True):
         gap.set(**(_OVER_STYLE if over else _UNDER_STYLE))
+    for container in (bars, gaps):
+        _fade(container.patches, faded)
     ece = 100 * float(bins.calibration_error())
     axes.set_title(f"{name} — ECE {ece:.2f} %", fontsize=_FONT_SIZE + 1)
     axes.set(xlim=(0, 1), ylim=(0, 1))
@@ -356,17 +379,24 @@ def _draw_reliability(axes: Axes, name: str, bins: Bins) -> None:
     axes.tick_params(labelbottom=False)
 
 
-def _draw_histogram(axes: Axes, bins: Bins) -> None:
+def _draw_histogram(axes: Axes, bins: Bins, faded: np.ndarray[Any, Any]) -> None:
+    from matplotlib import patheffects
+
     left, width, filled = _bar_geometry(bins)
     total = bins.count.sum()
     fraction = (bins.count[filled] / total).cpu()
-    axes.bar(left, fraction.numpy(), width, align="edge", label="fraction", **_HISTOGRAM_STYLE)
+    bars = axes.bar(left, fraction.numpy(), width, align="edge", label="fraction",
+                    **_HISTOGRAM_STYLE)  # fmt: skip
+    _fade(bars.patches, faded)
+    counts = [f"{count:.0f}" for count in bins.count[filled].tolist()]  # legible over the lines:
+    halo = [patheffects.withStroke(linewidth=2.0, foreground="white")]
+    axes.bar_label(bars, counts, padding=1, rotation=90, fontsize=5, path_effects=halo, zorder=4)
     # The thick accuracy line stays visible under the dashed confidence line where they meet.
     accuracy = float(bins.correct.sum() / total)
     mean_confidence = float(bins.confidence.sum() / (total * SCALE))
     axes.axvline(accuracy, label="accuracy", **_ACCURACY_LINE)
     axes.axvline(mean_confidence, label="mean confidence", **_CONFIDENCE_LINE)
-    axes.set(xlim=(0, 1), ylim=(0, 1))
+    axes.set_xlim(0, 1)
     axes.set_xlabel("Confidence", fontsize=_FONT_SIZE)
     axes.set_ylabel("Fraction", fontsize=_FONT_SIZE)
     axes.set_box_aspect(1 / 3)
@@ -374,13 +404,19 @@ def _draw_histogram(axes: Axes, bins: Bins) -> None:
 
 def _bar_geometry(bins: Bins) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], Tensor]:
     """Left edges and widths of the non-empty bins, and the mask (on the bins' device)."""
-    edges = bins.edges.double().cpu()
-    filled = bins.count > 0
+    edges, filled = bins.edges.double().cpu(), bins.count > 0
     on_host = filled.cpu()
     return edges[:-1][on_host].numpy(), edges.diff()[on_host].numpy(), filled
 
 
-def _draw_legend(figure: Figure, columns: int) -> None:
+def _fade(patches: Sequence[Any], faded: np.ndarray[Any, Any]) -> None:
+    for patch, dim in zip(patches, faded.tolist(), strict=True):
+        if dim:
+            patch.set_alpha(FADED_ALPHA)
+
+
+def _draw_legend(figure: Figure, columns: int, min_count: int | None) -> None:
+    """The legend; with ``min_count``, an entry for the faded bins of fewer samples."""
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
@@ -389,17 +425,22 @@ def _draw_legend(figure: Figure, columns: int) -> None:
         Patch(label="Gap: over-confident", **_OVER_STYLE),
         Patch(label="Gap: under-confident", **_UNDER_STYLE),
     ]
+    few = f"Bin of < {min_count} samples"
+    faded = [] if min_count is None else [Patch(label=few, alpha=FADED_ALPHA, **_ACCURACY_STYLE)]
     lines = [
         Line2D([], [], label="Perfect calibration", **_DIAGONAL),
         Line2D([], [], label="Overall accuracy", **_ACCURACY_LINE),
         Line2D([], [], label="Mean confidence", **_CONFIDENCE_LINE),
     ]
     # Legends fill column by column: a column of bars beside a column of lines for one panel,
-    # a row of bars over a row of lines for two, a single row where three or more make room.
-    if columns == 2:
-        handles, ncols = [handle for pair in zip(bars, lines, strict=True) for handle in pair], 3
+    # a row of bars over a row of lines for two or three, one row where four or more make room.
+    if columns == 1:
+        handles, ncols = bars + faded + lines, 2
+    elif columns <= 3:
+        pairs = [handle for pair in zip(bars, lines, strict=True) for handle in pair]
+        handles, ncols = [*pairs, *faded], 3 + len(faded)
     else:
-        handles, ncols = bars + lines, 2 if columns == 1 else 6
+        handles, ncols = bars + faded + lines, 6 + len(faded)
     figure.legend(
         handles=handles,
         loc="outside lower center",
