@@ -59,6 +59,7 @@ def test_list_names_every_registry(capsys):
             ["reproduce", "--datasets", "digits", "mnist1d", "--losses", "ce"],
             "model 'small-cnn' does not fit dataset 'mnist1d'",
         ),
+        (["evaluate", "RUN", "--ood", "svhm"], "(did you mean 'svhn'?)"),
     ],
 )
 def test_bad_values_exit_2_with_one_line(argv, message, capsys, tmp_path):
@@ -188,3 +189,9 @@ def test_every_option_has_help_with_its_default():
             ):
                 missing.append(f"{name} {action.option_strings[0]}: {text!r}")
     assert missing == []
+
+
+def test_evaluate_refuses_heldout_for_a_run_that_keeps_every_class(tmp_path, capsys):
+    TrainConfig(dataset="digits").save(tmp_path / "config.toml")
+    assert main(["evaluate", str(tmp_path), "--ood", "heldout"]) == 2
+    assert "this run keeps every class" in capsys.readouterr().err

@@ -105,9 +105,13 @@ def _train(args: argparse.Namespace) -> None:
 def _evaluate(args: argparse.Namespace) -> None:
     from focalcal.engine.config import check_device
     from focalcal.engine.evaluate import evaluate
+    from focalcal.engine.ood import check_ood, parse_ood
 
+    stored = Path(args.run_dir) / "config.toml"
     try:
         check_device(args.device)
+        for spec in args.ood:  # a bad name, or heldout for a run that keeps every class
+            check_ood(spec, TrainConfig.load(stored)) if stored.is_file() else parse_ood(spec)
     except ValueError as error:
         raise UsageError(str(error)) from None
     evaluate(args.run_dir, checkpoint=args.checkpoint, objective=args.objective, ood=args.ood,

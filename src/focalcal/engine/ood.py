@@ -24,6 +24,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from focalcal._checks import unknown_name
 from focalcal.data import CORRUPTIONS, Dataset, dataset_kind, dataset_names, load_dataset
 from focalcal.data.resize import resize_images
 from focalcal.engine.config import TrainConfig
@@ -62,14 +63,13 @@ def parse_ood(spec: str) -> OODSource:
     kind, _, rest = spec.partition(":")
     if kind != "corruption":
         if spec not in dataset_names():
-            raise ValueError(
-                f"unknown OOD set {spec!r}: use a dataset ({', '.join(dataset_names())}), "
-                f"'corruption:<name>:<severity>' or {HELDOUT!r}"
+            raise unknown_name(
+                "OOD set", spec, [*dataset_names(), "corruption:<name>:<severity>", HELDOUT]
             )
         return OODSource(spec)
     name, _, severity = rest.partition(":")
     if name not in CORRUPTIONS:
-        raise ValueError(f"OOD set {spec!r}: unknown corruption {name!r}; known: {CORRUPTIONS}")
+        raise ValueError(f"OOD set {spec!r}: {unknown_name('corruption', name, CORRUPTIONS)}")
     if severity not in ("1", "2", "3", "4", "5"):
         raise ValueError(f"OOD set {spec!r}: severity must be 1 to 5, got {severity!r}")
     return OODSource(None, name, int(severity))
