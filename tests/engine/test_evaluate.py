@@ -7,6 +7,7 @@ corruptions apply, and small enough to predict in milliseconds."""
 import dataclasses
 import importlib
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -153,6 +154,20 @@ def test_best_checkpoint_and_bootstrap_intervals(run_dir):
     for report in (*result["test"].values(), *result["post_hoc"].values()):
         low, high = report["intervals"]["ece"]
         assert low <= high
+
+
+def test_the_reliability_diagram_names_the_run(run_dir, monkeypatch):
+    titles = []
+
+    def draw(panels, path, **options):
+        titles.append(options["title"])
+        return Path(path)
+
+    monkeypatch.setattr("focalcal.engine.evaluate.save_reliability_diagram", draw)
+    evaluate(run_dir, checkpoint="best")
+    best = json.loads((run_dir / "result.json").read_text())["best_epoch"]
+    name = f" ({run_dir.name})"  # the folder's name, unless it is the loss's
+    assert titles == [f"digits · small-cnn · CE{name}, test split, best checkpoint (epoch {best})"]
 
 
 def test_ood_inputs_take_the_in_distribution_normalisation(run_dir, monkeypatch):

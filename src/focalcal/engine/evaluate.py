@@ -66,7 +66,7 @@ from torch import Tensor, nn
 
 from focalcal._io import atomic_write_text
 from focalcal._machine import describe_machine
-from focalcal.data import BatchLoader, Dataset
+from focalcal.data import BatchLoader, Dataset, dataset_label
 from focalcal.engine.checkpoint import load_checkpoint
 from focalcal.engine.config import TrainConfig
 from focalcal.engine.lock import hold
@@ -74,6 +74,7 @@ from focalcal.engine.ood import check_ood, ood_dataset, parse_ood
 from focalcal.engine.train import load_model, load_splits, predict, resolve_device
 from focalcal.metrics import calibration_report, ood_auroc, ood_fpr_at_tpr, reliability_bins
 from focalcal.metrics.ood import OODScore
+from focalcal.report.cells import loss_label
 from focalcal.report.plots import save_reliability_diagram
 from focalcal.report.tables import evaluation_markdown
 from focalcal.scaling import (
@@ -231,7 +232,13 @@ def write_evaluation(
             "before T": reliability_bins(logits, labels),
             f"after T = {temperature:g}": reliability_bins(logits / temperature, labels),
         }
-        written.append(save_reliability_diagram(panels, run_dir / "reliability.png"))
+        name = "" if run_dir.name == evaluation["loss"] else f" ({run_dir.name})"  # seed-1
+        title = (
+            f"{dataset_label(evaluation['dataset'])} · {evaluation['model']} · "
+            f"{loss_label(evaluation['loss'])}{name}, test split, "
+            f"{evaluation['checkpoint']} checkpoint (epoch {evaluation['epoch']})"
+        )
+        written.append(save_reliability_diagram(panels, run_dir / "reliability.png", title=title))
     text = json.dumps(evaluation, indent=2) + "\n"
     return [*written, atomic_write_text(run_dir / "evaluation.json", text)]
 
