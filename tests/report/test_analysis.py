@@ -58,6 +58,13 @@ def test_one_panel_per_quantity_one_line_per_loss_named_as_in_the_tables():
     assert all(axes.get_xlabel() == "Epoch" for axes in figure.axes)
 
 
+def test_the_papers_nine_losses_get_nine_colours():
+    names = ["ce", "brier", "mmce", "ls-0.05", "fl-3", "flsd-53", "flsd-532", "fl-4.85", "flsc-531"]
+    figure = analysis_figure({loss_label(name): [history(0)] for name in names})
+    for axes in figure.axes:
+        assert len({line.get_color() for line in axes.get_lines()}) == len(names)
+
+
 def test_only_the_logged_quantities_get_a_panel():
     without_analysis = {
         "CE": [[{"epoch": r["epoch"], "weight_norm": r["weight_norm"]} for r in history(0)]]

@@ -15,6 +15,7 @@ LOSS_LABELS = {
     "mmce-weighted": "MMCE (weighted)",
     "adafocal": "AdaFocal",
     "mbls": "MbLS",
+    "flsc-531": "FLSc-531",  # scheduled: the paper's lower-case c
 }
 MISSING = "–"  # an en dash: no run, or a metric the run did not compute
 
@@ -105,8 +106,8 @@ def loss_label(name: str) -> str:
     Example:
         >>> loss_label("ce"), loss_label("flsd-53"), loss_label("ls-0.05")
         ('CE', 'FLSD-53', 'LS-0.05')
-        >>> loss_label("dual-focal-5"), loss_label("adafocal")
-        ('Dual-FL-5', 'AdaFocal')
+        >>> loss_label("dual-focal-5"), loss_label("adafocal"), loss_label("flsc-531")
+        ('Dual-FL-5', 'AdaFocal', 'FLSc-531')
     """
     if name.startswith("dual-focal-"):
         return "Dual-FL-" + name.removeprefix("dual-focal-")

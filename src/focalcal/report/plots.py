@@ -207,8 +207,10 @@ def save_figure(figure: Figure, path: str | os.PathLike[str], *, dpi: float = 20
     return atomic_write(path, lambda file: figure.savefig(file, format=figure_format, dpi=dpi))
 
 
-# Paul Tol's "bright" scheme: one colour per run, told apart under colour-vision deficiency.
-CURVE_COLORS = ("#4477AA", "#EE6677", "#228833", "#CCBB44", "#66CCEE", "#AA3377", "#BBBBBB")
+# Paul Tol's "bright" scheme, then the darker colours of his "muted" one: one colour per run
+# (twelve before any repeats; the paper's grid and its γ variants are nine).
+CURVE_COLORS = ("#4477AA", "#EE6677", "#228833", "#CCBB44", "#66CCEE", "#AA3377", "#BBBBBB",
+                "#332288", "#117733", "#882255", "#44AA99", "#999933")  # fmt: skip
 # (title, y label, [(log key, line style, legend label)]) per panel of plot_nll_curves
 _CURVE_PANELS: tuple[tuple[str, str, tuple[tuple[str, str, str], ...]], ...] = (
     ("Test NLL", "NLL", (("test_nll", "-", ""),)),
