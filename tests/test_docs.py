@@ -35,3 +35,11 @@ def test_the_grid_file_in_the_docs_is_the_default_experiment(tmp_path):
     config, grid = load_config_file(tmp_path / "grid.toml")
     assert config == preset("fashion-mnist")
     assert grid == {"losses": list(DEFAULT_LOSSES), "ood": default_ood([config])}
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
+def test_every_local_link_and_figure_exists(page):
+    targets = re.findall(r"\]\(([^)\s]+)\)", page.read_text())
+    local = [t.split("#")[0] for t in targets if not t.startswith(("http://", "https://", "#"))]
+    missing = [t for t in local if not (page.parent / t).exists()]
+    assert missing == []

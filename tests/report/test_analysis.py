@@ -165,3 +165,17 @@ def test_reliability_by_loss_draws_one_row_of_panels_on_shared_axes():
         index = np.clip(np.ceil(probs.max(1) * 10).astype(int) - 1, 0, 9)
         count = np.bincount(index, minlength=10)
         assert [text.get_text() for text in axes.texts] == [str(c) for c in count if c]
+
+
+def test_more_than_four_losses_wrap_three_to_a_row():
+    generator = torch.Generator().manual_seed(1)
+    logits, labels = torch.randn(200, 5, generator=generator), torch.randint(5, (200,))
+    names = [loss_label(n) for n in ("ce", "brier", "mmce", "ls-0.05", "fl-3", "flsd-53", "fl-2")]
+    figure = reliability_by_loss_figure({name: (logits, labels) for name in names})
+    figure.canvas.draw()
+    shown = [axes for axes in figure.axes if axes.get_visible()]
+    top = [axes for axes in shown if axes.get_title()]
+    assert [re.sub(r" — .*", "", axes.get_title()) for axes in top] == names
+    rows = sorted({round(axes.get_position().y0, 6) for axes in top}, reverse=True)
+    assert len(rows) == 3 and len(shown) == 2 * len(names)  # 3 + 3 + 1: two places left empty
+    assert [sum(round(a.get_position().y0, 6) == y for a in top) for y in rows] == [3, 3, 1]

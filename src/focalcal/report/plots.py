@@ -95,23 +95,31 @@ def reliability_figure(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    columns = len(panels)
-    size = figsize or (_PANEL_SIZE[0] * columns, _PANEL_SIZE[1])
+    columns = len(panels) if len(panels) <= 4 else 3  # more panels wrap, three to a row
+    rows = -(-len(panels) // columns)
+    size = figsize or (_PANEL_SIZE[0] * columns, _PANEL_SIZE[1] * rows)
     figure = Figure(figsize=size, layout="constrained")
     FigureCanvasAgg(figure)
-    axes = figure.subplots(2, columns, squeeze=False, gridspec_kw={"height_ratios": (3, 1)})
+    axes = figure.subplots(
+        2 * rows, columns, squeeze=False, gridspec_kw={"height_ratios": (3, 1) * rows}
+    )
     tallest = max(float((b.count / b.count.sum()).max()) for b in panels.values())
     any_faded = False
-    for column, (name, bins) in enumerate(panels.items()):
+    for index, (name, bins) in enumerate(panels.items()):
+        row, column = divmod(index, columns)
+        pair = axes[2 * row : 2 * row + 2, column]
         faded = (bins.count[bins.count > 0] < min_count).cpu().numpy()
         any_faded |= bool(faded.any())
-        _draw_reliability(axes[0, column], str(name), bins, faded)
-        _draw_histogram(axes[1, column], bins, faded)
-        axes[1, column].set_ylim(0, _HEADROOM * tallest)
-        for ax in axes[:, column]:
+        _draw_reliability(pair[0], str(name), bins, faded)
+        _draw_histogram(pair[1], bins, faded)
+        pair[1].set_ylim(0, _HEADROOM * tallest)
+        for ax in pair:
             ax.tick_params(labelsize=_FONT_SIZE)
             if column > 0:
                 ax.set_ylabel("")
+    for index in range(len(panels), rows * columns):  # the last row's empty places
+        for ax in axes[2 * rows - 2 :, index % columns]:
+            ax.set_visible(False)
     figure.align_ylabels(axes[:, 0])
     if title:
         figure.suptitle(title, fontsize=_FONT_SIZE + 2)
@@ -207,10 +215,10 @@ def save_figure(figure: Figure, path: str | os.PathLike[str], *, dpi: float = 20
     return atomic_write(path, lambda file: figure.savefig(file, format=figure_format, dpi=dpi))
 
 
-# Paul Tol's "bright" scheme, then the darker colours of his "muted" one: one colour per run
-# (twelve before any repeats; the paper's grid and its γ variants are nine).
+# Paul Tol's "bright" scheme, then near-black and the colours of his "muted" one furthest from
+# it: one colour per run (twelve before any repeats; the paper's grid with its γ variants is 9).
 CURVE_COLORS = ("#4477AA", "#EE6677", "#228833", "#CCBB44", "#66CCEE", "#AA3377", "#BBBBBB",
-                "#332288", "#117733", "#882255", "#44AA99", "#999933")  # fmt: skip
+                "#332288", "#222222", "#999933", "#882255", "#44AA99")  # fmt: skip
 # (title, y label, [(log key, line style, legend label)]) per panel of plot_nll_curves
 _CURVE_PANELS: tuple[tuple[str, str, tuple[tuple[str, str, str], ...]], ...] = (
     ("Test NLL", "NLL", (("test_nll", "-", ""),)),
