@@ -1,4 +1,5 @@
 import math
+from fractions import Fraction
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ from focalcal.losses import (
     sample_dependent_schedule,
     scheduled_gamma,
 )
+from focalcal.losses.focal import _focal_values
 from tests.losses import reference
 
 SHAPES = [(13, 7), (4, 5, 3, 2)]  # (N, C) and (N, C, d1, d2)
@@ -106,6 +108,27 @@ def test_flsd_switches_gamma_at_the_thresholds():
             k = sum(p >= t for t in thresholds)
             expected = -((1 - p) ** gammas[k]) * math.log(p)
             assert got[i].item() == pytest.approx(expected, rel=1e-9), (p, thresholds)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_flsd_compares_with_the_real_threshold_not_its_rounding(dtype):
+    """The values of log p_t around log 0.2 in the dtype take γ = 5 exactly where they lie
+    below (float64's) log 0.2, compared in exact rational arithmetic here: the loss never
+    compares against the threshold rounded to the dtype (float32's nearest lies below it)."""
+    bound = Fraction(math.log(0.2))
+    nearest = torch.tensor(math.log(0.2), dtype=dtype)
+    neighbours = [
+        torch.nextafter(nearest, torch.tensor(s * math.inf, dtype=dtype)) for s in (-1, 1)
+    ]
+    for log_pt in (neighbours[0], nearest, neighbours[1]):
+        nll = -log_pt.reshape(1)
+        gamma = 5.0 if Fraction(float(log_pt)) < bound else 3.0
+        same = _focal_values(nll, FLSD_53[0], (gamma, gamma))  # one γ, the same arithmetic
+        assert _focal_values(nll, *FLSD_53).item() == same.item()
+    if dtype == torch.float32:  # the reported case: FL-5's value, as the rule and paper's code
+        assert Fraction(float(nearest)) < bound
+        x, y = torch.tensor([[math.log(0.2), math.log(0.8)]]), torch.tensor([0])
+        assert sample_dependent_focal_loss(x, y).item() == focal_loss(x, y, gamma=5.0).item()
 
 
 def test_flsd532_reference():

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -28,10 +29,28 @@ FLSC_531_MILESTONES: tuple[float, ...] = (100 / 350, 250 / 350)
 FLSC_531_GAMMAS: tuple[float, ...] = (5.0, 3.0, 1.0)
 
 
+@functools.lru_cache(maxsize=64)
+def _largest_below(bound: float, dtype: torch.dtype) -> float:
+    """The largest ``dtype`` value strictly below ``bound``: ``x < bound`` is ``x <= it`` for
+    every ``x`` of that dtype, evaluated without rounding ``bound`` to the dtype (float32's
+    nearest to log 0.2 lies below log 0.2, and ``x < float32(log 0.2)`` missed it).
+
+    Example:
+        >>> import math
+        >>> _largest_below(math.log(0.2), torch.float32) < math.log(0.2)
+        True
+    """
+    nearest = torch.tensor(bound, dtype=dtype)
+    if float(nearest) >= bound:
+        nearest = torch.nextafter(nearest, torch.tensor(-math.inf, dtype=dtype))
+    return float(nearest)
+
+
 def _focal_values(nll: Tensor, thresholds: Sequence[float], gammas: Sequence[float]) -> Tensor:
     """``(1 - p_t)^γ · nll`` from ``nll = -log p_t``. With thresholds, γ is chosen per element
     from the detached ``p_t``: ``gammas[k]`` for ``thresholds[k-1] <= p_t < thresholds[k]``,
-    evaluated as ``log p_t < log threshold``; without, γ is ``gammas[0]``.
+    evaluated as ``log p_t < log threshold`` exactly (the threshold's log is not rounded to the
+    dtype of ``nll``); without, γ is ``gammas[0]``.
 
     ``1 - p_t`` is computed as ``-expm1(-nll)``, exact near ``p_t = 1``. Where the derivative
     ``γ (1 - p_t)^(γ-1)`` could diverge at ``p_t = 1`` (γ < 1, or a per-element γ, computed as
@@ -49,7 +68,8 @@ def _focal_values(nll: Tensor, thresholds: Sequence[float], gammas: Sequence[flo
         return one_minus_pt.pow(gammas[0]) * nll
     gamma = torch.full_like(nll, gammas[-1])
     for threshold, g in zip(reversed(thresholds), reversed(gammas[:-1]), strict=True):
-        gamma.masked_fill_(log_pt < math.log(threshold), g)  # the lowest bin is written last
+        below = _largest_below(math.log(threshold), nll.dtype)  # log p_t < log t, exactly
+        gamma.masked_fill_(log_pt <= below, g)  # the lowest bin is written last
     # exp(γ log x) costs half as much as pow(x, γ) with a tensor γ, forward and backward.
     return torch.exp(gamma * one_minus_pt.clamp_min(tiny).log()) * nll
 
