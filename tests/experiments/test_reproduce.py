@@ -22,6 +22,7 @@ from focalcal.report.tables import result_row
 BASE = TrainConfig(dataset="digits", subset=256, val_subset=128, epochs=2, analysis_samples=100)
 # the module, not the function the package exports under its name
 reproduce_module = importlib.import_module("focalcal.experiments.reproduce")
+figures_module = importlib.import_module("focalcal.experiments.figures")
 NAMES = ["digits/small-cnn/ce", "digits/small-cnn/flsd-53"]
 NOISE = "corruption:gaussian_noise:5"
 RUN_FILES = [
@@ -57,15 +58,15 @@ def forbid(monkeypatch, *names):
         monkeypatch.setattr(reproduce_module, name, fail)
 
 
-def spy(monkeypatch, name):
+def spy(monkeypatch, name, module=reproduce_module):
     calls = []
-    real = getattr(reproduce_module, name)
+    real = getattr(module, name)
 
     def record(*args, **kwargs):
         calls.append((args, kwargs))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(reproduce_module, name, record)
+    monkeypatch.setattr(module, name, record)
     return calls
 
 
@@ -269,7 +270,8 @@ def test_nll_curves_show_what_the_logs_hold(done):
 
 def test_grid_figures_show_each_loss_as_the_tables_name_it(copy, monkeypatch):
     drawn = {
-        name: spy(monkeypatch, name) for name in ("analysis_figure", "reliability_by_loss_figure")
+        name: spy(monkeypatch, name, figures_module)
+        for name in ("analysis_figure", "reliability_by_loss_figure")
     }
     forbid(monkeypatch, "train", "evaluate")
     rows = reproduce(Grid(BASE, ["ce", "flsd-53"]), copy, ood=[NOISE], progress=False)
@@ -286,7 +288,7 @@ def test_grid_figures_show_each_loss_as_the_tables_name_it(copy, monkeypatch):
 
 
 def test_curve_labels_group_seeds_and_name_losses_as_the_tables_do():
-    labels = reproduce_module._curve_labels
+    labels = figures_module._curve_labels
     runs = grid(BASE, ["ce", "flsd-53"], seeds=2)
     histories = {name: [{"epoch": 1, "run": name}] for name in runs}
     assert labels(runs, histories) == {

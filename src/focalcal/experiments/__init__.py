@@ -7,6 +7,7 @@
 """
 
 from focalcal.engine.train import read_history
-from focalcal.experiments.reproduce import DEFAULT_LOSSES, Grid, figures_page, grid, reproduce
+from focalcal.experiments.figures import figures_page
+from focalcal.experiments.reproduce import DEFAULT_LOSSES, Grid, grid, reproduce
 
 __all__ = ["DEFAULT_LOSSES", "Grid", "figures_page", "grid", "read_history", "reproduce"]
