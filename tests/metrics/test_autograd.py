@@ -12,7 +12,7 @@ from focalcal.metrics.binning import equal_width_edges
 
 N, C = 60, 4
 LABELS = torch.randint(C, (N,), generator=torch.Generator().manual_seed(1))
-EDGES = equal_width_edges(15, torch.float32, torch.device("cpu"))
+EDGES = equal_width_edges(15)
 
 
 def accumulated(scores, labels, from_probs):

@@ -13,7 +13,7 @@ from focalcal.metrics import calibration_report
 from focalcal.metrics.binning import Bins, equal_width_edges
 from focalcal.metrics.bootstrap import bootstrap
 
-EDGES = equal_width_edges(15, torch.float64, torch.device("cpu"))
+EDGES = equal_width_edges(15)
 METHODS = ("basic", "bca", "percentile")
 
 

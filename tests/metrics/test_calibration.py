@@ -48,9 +48,10 @@ def loop_mce(confidences, hits, edges):
     return max(abs(h - c) / k for k, c, h in loop_bins(confidences, hits, edges) if k)
 
 
-def width_edges(num_bins, dtype=torch.float64):
-    """b / B rounded to the confidences' dtype, as Python floats."""
-    return [torch.tensor(b / num_bins, dtype=dtype).item() for b in range(num_bins + 1)]
+def width_edges(num_bins):
+    """b / B as Python floats (float64): the real edges to a float32 confidence, which the
+    comparisons of the loop make in float64, and to within half an ulp for a float64 one."""
+    return [b / num_bins for b in range(num_bins + 1)]
 
 
 def top_label(probs, labels):
@@ -99,7 +100,7 @@ def test_ece_and_mce_on_edge_cases_equal_loop(confidences, dtype):
     probs = probs_with_top(confidences, dtype=dtype)
     labels = torch.tensor([i % 2 for i in range(len(confidences))])  # class 0 is the prediction
     conf, hits = top_label(probs, labels)
-    edges = width_edges(15, dtype)
+    edges = width_edges(15)
     ece = expected_calibration_error(probs, labels, from_probs=True).item()
     mce = maximum_calibration_error(probs, labels, from_probs=True).item()
     assert ece == pytest.approx(loop_ece(conf, hits, edges), abs=ROUNDING)
@@ -152,7 +153,7 @@ def test_adaptive_ece_counts_every_sample():
 
 def loop_classwise_ece(probs, labels, num_bins):
     c = probs.shape[1]
-    edges = width_edges(num_bins, probs.dtype)
+    edges = width_edges(num_bins)
     total = 0.0
     for k in range(c):
         hits = (labels == k).double().tolist()

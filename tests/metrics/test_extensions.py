@@ -76,7 +76,7 @@ def test_debiased_from_bins_equals_loop(num_samples, num_bins):
     confidence[: min(3, num_samples)] = torch.tensor([0.0, 1.0, 0.5])[: min(3, num_samples)]
     correct = torch.rand(num_samples, generator=g) < 0.6
     edges = [b / num_bins for b in range(num_bins + 1)]
-    bins = Bins.top_label(confidence, correct, equal_width_edges(num_bins, torch.float64, "cpu"))
+    bins = Bins.top_label(confidence, correct, equal_width_edges(num_bins))
     expected = binned_l2_reference(confidence.tolist(), correct.tolist(), edges)
     assert_squares_close(debiased_from_bins(bins), expected)
 
@@ -280,7 +280,7 @@ def test_debiased_bad_input(scores, labels, kwargs, match):
 
 
 def test_debiased_from_empty_bins():
-    edges = equal_width_edges(3, torch.float64, "cpu")
+    edges = equal_width_edges(3)
     empty = torch.zeros(3, dtype=torch.long)
     with pytest.raises(ValueError, match="no samples"):
         debiased_from_bins(Bins(edges, empty, empty, empty))

@@ -116,8 +116,8 @@ def test_bad_use():
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 6\)"):
         metric.update(logits, labels + 1)
     metric.update(logits, labels)
-    with pytest.raises(ValueError, match="one dtype"):
-        metric.update(logits.double(), labels)
+    metric.update(logits.double(), labels)  # one set of edges (the real b / B) for every dtype
+    assert metric.compute().num_samples == 100
     with pytest.raises(ValueError, match="num_classes must be an integer >= 1"):
         CalibrationMetric(0)
     with pytest.raises(ValueError, match="num_bins"):
@@ -125,10 +125,9 @@ def test_bad_use():
     with pytest.raises(ValueError, match="temperature"):
         CalibrationMetric(3, temperature=-1.0)
     mixed = CalibrationMetric(6)
-    mixed(logits, labels)  # forward() adds each batch to reset states: checked in compute()
+    mixed(logits, labels)  # forward() adds each batch to reset states: one set of edges
     mixed(logits.double(), labels)
-    with pytest.raises(ValueError, match="50 of the 100 samples came as float64"):
-        mixed.compute()
+    assert mixed.compute().num_samples == 100
 
 
 def _distributed_worker(rank, world, init_file, logits, labels, out_dir):

@@ -48,7 +48,7 @@ CALIBRATED = sample(1, [(0.41, 0.59, 200, 0.5), (0.71, 0.79, 150, 0.75), (0.91, 
 
 def to_bins(confidence, correct, num_bins=NUM_BINS):
     confidence = torch.from_numpy(confidence)
-    edges = equal_width_edges(num_bins, confidence.dtype, confidence.device)
+    edges = equal_width_edges(num_bins)
     return Bins.top_label(confidence, torch.from_numpy(correct), edges)
 
 
@@ -379,7 +379,7 @@ def test_import_is_lazy_and_pyplot_is_never_used():
         import focalcal.report
         from focalcal.metrics.binning import Bins, equal_width_edges
         assert "matplotlib" not in sys.modules, "importing focalcal.report imported matplotlib"
-        edges = equal_width_edges(5, torch.float32, torch.device("cpu"))
+        edges = equal_width_edges(5)
         bins = Bins.top_label(torch.tensor([0.3, 0.9]), torch.tensor([True, False]), edges)
         focalcal.report.reliability_figure({"model": bins})
         assert "matplotlib" in sys.modules

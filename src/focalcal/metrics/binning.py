@@ -4,6 +4,13 @@ Bin ``b`` holds the values in ``(edges[b], edges[b + 1]]``; the first bin also h
 below ``edges[0]`` and the last bin values above ``edges[-1]``, so every sample counts: with
 equal-width edges a confidence of exactly 0 lands in the first bin and exactly 1 in the last.
 
+Values are binned by the real edges, whatever their dtype: the equal-width edges are ``b / B``
+in float64 and values of a narrower dtype are compared in float64. No float32 (or half) value
+equals float64's ``b / B`` unless ``b / B`` itself is exact, so each such value lands in the bin
+the exact ``b / B`` would give it; rounding the edges to float32 moved the values between
+float32's ``b / B`` and the real one into the neighbouring bin. Float64 values are binned by
+float64's ``b / B``, the real edge to within half an ulp.
+
 Per-bin sums are exact: counts are integers and confidences are summed in fixed point (integer
 units of 2^-24, so each sample is rounded by at most 2^-25), held in float64, which represents
 every such sum exactly below 2^53: up to 2^28 samples. Sums of integers do not depend on their
@@ -45,9 +52,10 @@ def histogram(index: Tensor, size: int, weights: Tensor | None = None) -> Tensor
     return out.index_add_(0, index.long(), values)
 
 
-def equal_width_edges(num_bins: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """``b / num_bins`` for b = 0..num_bins, each correctly rounded in ``dtype``."""
-    return torch.arange(num_bins + 1, dtype=dtype, device=device) / num_bins
+def equal_width_edges(num_bins: int, device: torch.device | str = "cpu") -> Tensor:
+    """``b / num_bins`` for b = 0..num_bins, each correctly rounded in float64 (for the values
+    of every dtype: see the module)."""
+    return torch.arange(num_bins + 1, dtype=torch.float64, device=device) / num_bins
 
 
 def equal_mass_edges(sorted_values: Tensor, num_bins: int) -> Tensor:
@@ -63,16 +71,30 @@ def equal_mass_edges(sorted_values: Tensor, num_bins: int) -> Tensor:
 
 
 def bin_index(values: Tensor, edges: Tensor) -> Tensor:
-    """The bin of every value (any shape): ``b`` with ``edges[b] < value <= edges[b + 1]``."""
-    return torch.bucketize(values, edges[1:-1].to(values.dtype), right=False)
+    """The bin of every value (any shape): ``b`` with ``edges[b] < value <= edges[b + 1]``,
+    compared in float64 (float64 edges; see the module)."""
+    return torch.bucketize(values.double(), edges[1:-1].double(), right=False)
+
+
+CHUNK = 2**18  # values converted to float64 at a time by equal_width_index: 2 MB
 
 
 def equal_width_index(values: Tensor, num_bins: int) -> Tensor:
-    """``bin_index(values, equal_width_edges(num_bins, ...))`` for values in [0, 1], as int32,
-    without a binary search: on the CPU comparisons and type conversions cost ten times more
-    than in-place arithmetic, so this uses arithmetic only. ``ceil(v·B) − 1`` is at most one
-    bin off (rounding of ``v·B``); one step against the edges ``k / B``, computed as
-    :func:`equal_width_edges` computes them, makes it exact (tested against ``bin_index``)."""
+    """``bin_index(values, equal_width_edges(num_bins))`` for values in [0, 1], as int32,
+    without a binary search (on the CPU comparisons and type conversions cost ten times more
+    than in-place arithmetic). A value of a narrower dtype times ``B`` is exact in float64
+    (for ``B`` < 2^29), so ``ceil(v·B) − 1`` there is its bin by the real edges; it is
+    computed :data:`CHUNK` values at a time, so the float64 copy stays small. For float64
+    values ``ceil(v·B) − 1`` is at most one bin off (rounding of ``v·B``), and one step
+    against the edges ``k / B``, computed as :func:`equal_width_edges` computes them, makes it
+    exact (both tested against ``bin_index``)."""
+    if values.dtype != torch.float64:
+        index = torch.empty(values.shape, dtype=torch.int32, device=values.device)
+        flat, out = values.reshape(-1), index.view(-1)
+        for start in range(0, flat.numel(), CHUNK):
+            scaled = flat[start : start + CHUNK].double().mul_(num_bins)
+            out[start : start + CHUNK] = scaled.ceil_().clamp_(1, num_bins).sub_(1)
+        return index
     k = torch.mul(values, num_bins).ceil_().clamp_(1, num_bins).sub_(1)
     edge = torch.add(k, 1).div_(num_bins)  # the upper edge of bin k
     k.add_(edge.sub_(values).neg_().sign_().clamp_(min=0))  # + 1 where value > upper edge
@@ -118,7 +140,7 @@ class Bins:
         own = index.gather(1, labels.unsqueeze(1)).view(-1)  # each sample's bin in its class
         index = index.reshape(-1)  # probs, and so index, may be a strided view (N = 1 spatial)
         return cls(
-            equal_width_edges(num_bins, probs.dtype, probs.device),
+            equal_width_edges(num_bins, probs.device),
             histogram(index, size).view(shape),
             histogram(index, size, to_fixed_point(probs).reshape(-1)).view(shape),
             histogram(own, size).view(shape),

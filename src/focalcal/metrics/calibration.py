@@ -44,7 +44,7 @@ def reliability_bins(
     check_num_bins(num_bins)
     confidence, correct = top_label(scores, labels, from_probs)
     check_sample_count(confidence.numel())
-    edges = equal_width_edges(num_bins, confidence.dtype, confidence.device)
+    edges = equal_width_edges(num_bins, confidence.device)
     return Bins.top_label(confidence, correct, edges)
 
 

@@ -73,7 +73,7 @@ def debiased_from_bins(bins: Bins) -> Tensor:
         >>> from focalcal.metrics.binning import equal_width_edges
         >>> confidence = torch.tensor([0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95])
         >>> correct = torch.tensor([1, 0, 0, 0, 1, 0, 1, 0]).bool()
-        >>> edges = equal_width_edges(4, confidence.dtype, confidence.device)
+        >>> edges = equal_width_edges(4)
         >>> debiased_from_bins(Bins.top_label(confidence, correct, edges))
         tensor(0.2962, dtype=torch.float64)
     """

@@ -153,7 +153,7 @@ class CalibrationAccumulator:
             flat = flat / self.temperature
         probs = probabilities_of(flat, self.from_probs)
         confidence, correct = top_label_of(flat, probs, labels)
-        edges = equal_width_edges(self.num_bins, probs.dtype, probs.device)
+        edges = equal_width_edges(self.num_bins, probs.device)
         top = Bins.top_label(confidence, correct, edges)
         classwise = Bins.classwise(probs, labels, self.num_bins)
 

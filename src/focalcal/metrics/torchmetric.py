@@ -72,7 +72,6 @@ class CalibrationMetric(Metric):
     classwise_confidence: Tensor
     classwise_correct: Tensor
     totals: Tensor
-    float64_samples: Tensor
     samples: list[Tensor]  # (M, 4) blocks; one tensor while synced
 
     def __init__(
@@ -96,9 +95,7 @@ class CalibrationMetric(Metric):
         self.bootstrap_samples, self.level, self.seed = bootstrap_samples, level, seed
         shapes: dict[str, tuple[int, ...]] = {name: (num_bins,) for name in TOP_LABEL}
         shapes |= {name: (num_classes, num_bins) for name in CLASSWISE}
-        # the equal-width edges follow the scores' dtype (float32 or float64), and the
-        # bootstrap's ECE bins on them: the count of float64 samples says which it was
-        shapes |= {"totals": (5,), "float64_samples": ()}
+        shapes |= {"totals": (5,)}  # the bins' edges are the real b / B for every dtype
         for name, shape in shapes.items():
             zeros = torch.zeros(shape, dtype=torch.float64)
             self.add_state(name, zeros, dist_reduce_fx="sum")
@@ -117,38 +114,20 @@ class CalibrationMetric(Metric):
                 f"scores are on {top.count.device}, the metric's states on "
                 f"{self.top_count.device}: move the metric with .to(device)"
             )
-        # one read back for the three numbers (a host synchronisation on an accelerator)
-        held, wide, new = (int(v) for v in torch.stack(
-            [self.top_count.sum(), self.float64_samples, top.count.sum()]
-        ))  # fmt: skip
-        check_sample_count(held + new)
-        if held and (wide > 0) != (top.edges.dtype == torch.float64):
-            raise ValueError(
-                f"scores must keep one dtype, the bins' edges depend on it: got "
-                f"{top.edges.dtype} after {torch.float64 if wide else torch.float32}"
-            )
+        # one read back (a host synchronisation on an accelerator)
+        check_sample_count(int(self.top_count.sum() + top.count.sum()))
         parts = [top.count, top.confidence, top.correct]
         parts += [classwise.count, classwise.confidence, classwise.correct, totals]
         for name, value in zip((*TOP_LABEL, *CLASSWISE, "totals"), parts, strict=True):
             getattr(self, name).add_(value)
-        if top.edges.dtype == torch.float64:
-            self.float64_samples.add_(new)
         if self.keep_samples:
             self.samples.append(samples.T)  # (M, 4): torchmetrics concatenates along dim 0
 
     def compute(self) -> CalibrationReport:
         """The report on every batch since the last ``reset()`` (of every rank, synced)."""
-        count, wide = (int(v) for v in torch.stack([self.top_count.sum(), self.float64_samples]))
-        if count == 0:
+        if int(self.top_count.sum()) == 0:
             raise ValueError("no samples: call update() before compute()")
-        if 0 < wide < count:  # batches or ranks of both dtypes (forward() checks no earlier)
-            raise ValueError(
-                f"scores must keep one dtype, the bins' edges depend on it: {wide} of the "
-                f"{count} samples came as float64, the others as float32"
-            )
-        edges = equal_width_edges(
-            self.num_bins, torch.float64 if wide else torch.float32, self.top_count.device
-        )
+        edges = equal_width_edges(self.num_bins, self.top_count.device)
         top = Bins(edges, self.top_count, self.top_confidence, self.top_correct)
         classwise = Bins(
             edges, self.classwise_count, self.classwise_confidence, self.classwise_correct

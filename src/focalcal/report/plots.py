@@ -85,7 +85,7 @@ def reliability_figure(
         >>> from focalcal.metrics.binning import Bins, equal_width_edges
         >>> confidence = torch.tensor([0.95, 0.9, 0.7, 0.65, 0.4])
         >>> correct = torch.tensor([True, True, False, True, False])
-        >>> edges = equal_width_edges(10, confidence.dtype, confidence.device)
+        >>> edges = equal_width_edges(10)
         >>> figure = reliability_figure({"model": Bins.top_label(confidence, correct, edges)})
         >>> figure.axes[0].get_title()
         'model — ECE 18.00 %'
@@ -147,7 +147,7 @@ def save_reliability_diagram(
         >>> import tempfile, torch
         >>> from pathlib import Path
         >>> from focalcal.metrics.binning import Bins, equal_width_edges
-        >>> edges = equal_width_edges(15, torch.float32, torch.device("cpu"))
+        >>> edges = equal_width_edges(15)
         >>> correct = torch.tensor([1, 0, 1])
         >>> panels = {
         ...     "before T": Bins.top_label(torch.tensor([0.99, 0.97, 0.9]), correct, edges),

@@ -104,7 +104,7 @@ def ece_per_temperature(logits: TensorLike, labels: TensorLike, num_bins: int = 
     second = scores.scatter(1, prediction.unsqueeze(1), -math.inf).amax(dim=1)
     eps = torch.finfo(scores.dtype).eps
     near = (top - second <= 1000 * eps * (1 + top.abs())).nonzero().squeeze(1)
-    edges = equal_width_edges(num_bins, scores.dtype, scores.device)
+    edges = equal_width_edges(num_bins, scores.device)
     errors, scaled, probs = [], torch.empty_like(scores), torch.empty_like(scores)
     for t in TEMPERATURE_GRID:  # into reused buffers: fresh (N, C) pages cost more than softmax
         torch.softmax(torch.div(scores, t, out=scaled), dim=1, out=probs)
