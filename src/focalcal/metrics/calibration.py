@@ -36,10 +36,16 @@ def reliability_bins(
 
     Example:
         >>> import torch
-        >>> bins = reliability_bins(torch.tensor([[0.9, 0.1], [0.2, 0.8]]), torch.tensor([0, 0]),
+        >>> bins = reliability_bins(torch.tensor([[0.9, 0.1], [0.25, 0.75]]), torch.tensor([0, 0]),
         ...                         num_bins=5, from_probs=True)
         >>> bins.count.tolist(), bins.correct.tolist()
         ([0.0, 0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0, 1.0])
+
+        The edges are the real b / B: float32's 0.8 lies above 4/5, so it is in the last bin.
+
+        >>> reliability_bins(torch.tensor([[0.2, 0.8]]), torch.tensor([1]), num_bins=5,
+        ...                  from_probs=True).count.tolist()
+        [0.0, 0.0, 0.0, 0.0, 1.0]
     """
     check_num_bins(num_bins)
     confidence, correct = top_label(scores, labels, from_probs)
