@@ -525,7 +525,8 @@ def synthetic(n: int, c: int) -> Data:
 def run_data(run_dir: Path) -> Data:
     """A run's validation and test logits, computed the way ``evaluate`` computes them."""
     from focalcal.data import BatchLoader
-    from focalcal.engine.train import load_model, load_splits, predict
+    from focalcal.engine.runs import load_model, load_splits
+    from focalcal.engine.train import predict
 
     model, config = load_model(run_dir, "last")
     splits = load_splits(config)

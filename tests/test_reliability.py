@@ -23,7 +23,8 @@ from focalcal.data import BatchLoader, load_dataset
 from focalcal.engine.checkpoint import load_checkpoint, save_checkpoint
 from focalcal.engine.config import TrainConfig
 from focalcal.engine.evaluate import evaluate
-from focalcal.engine.train import load_model, predict, train
+from focalcal.engine.runs import load_model
+from focalcal.engine.train import predict, train
 from focalcal.losses import build_loss
 from focalcal.metrics import (
     CalibrationAccumulator,

@@ -17,7 +17,8 @@ from focalcal.data import BatchLoader, load_dataset
 from focalcal.engine.config import TrainConfig
 from focalcal.engine.evaluate import evaluate, is_evaluated, ood_dataset, parse_ood
 from focalcal.engine.lock import LOCK_FILE
-from focalcal.engine.train import load_model, load_splits, predict, train
+from focalcal.engine.runs import load_model, load_splits
+from focalcal.engine.train import predict, train
 from focalcal.metrics import calibration_report, ood_auroc, ood_fpr_at_tpr
 from focalcal.scaling import (
     calibrator_names,

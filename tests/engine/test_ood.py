@@ -15,7 +15,7 @@ from focalcal.data import BatchLoader, load_dataset
 from focalcal.engine.config import TrainConfig
 from focalcal.engine.ood import check_ood, default_ood, ood_dataset
 from focalcal.engine.preflight import check_fit
-from focalcal.engine.train import load_split
+from focalcal.engine.runs import load_split
 from focalcal.experiments.reproduce import reproduce
 
 FASHION = TrainConfig(dataset="fashion-mnist")

@@ -11,7 +11,8 @@ from focalcal.data import BatchLoader, Dataset
 from focalcal.engine import train as train_module
 from focalcal.engine.checkpoint import load_checkpoint
 from focalcal.engine.config import TrainConfig
-from focalcal.engine.train import NonFiniteLossError, load_model, predict, train
+from focalcal.engine.runs import load_model
+from focalcal.engine.train import NonFiniteLossError, predict, train
 from focalcal.losses import AdaFocalLoss, EpochStart
 
 TINY = TrainConfig(dataset="fashion-mnist", subset=256, val_subset=128, epochs=3, batch_size=64,

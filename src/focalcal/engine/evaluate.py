@@ -71,7 +71,8 @@ from focalcal.engine.checkpoint import load_checkpoint
 from focalcal.engine.config import TrainConfig
 from focalcal.engine.lock import hold
 from focalcal.engine.ood import check_ood, ood_dataset, parse_ood
-from focalcal.engine.train import load_model, load_splits, predict, resolve_device
+from focalcal.engine.runs import load_model, load_splits
+from focalcal.engine.train import predict, resolve_device
 from focalcal.metrics import calibration_report, ood_auroc, ood_fpr_at_tpr, reliability_bins
 from focalcal.metrics.ood import OODScore
 from focalcal.report.cells import loss_label

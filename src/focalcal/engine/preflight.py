@@ -8,7 +8,7 @@ import torch
 
 from focalcal.data import BatchLoader
 from focalcal.engine.config import TrainConfig
-from focalcal.engine.train import load_split, model_for
+from focalcal.engine.runs import load_split, model_for
 
 
 def check_fit(config: TrainConfig) -> None:

@@ -29,14 +29,14 @@ from tqdm import tqdm
 
 from focalcal._io import atomic_write_text
 from focalcal._machine import describe_machine
-from focalcal.data import BatchLoader, Dataset, load_dataset
+from focalcal.data import BatchLoader
 from focalcal.engine.checkpoint import load_checkpoint, save_checkpoint
 from focalcal.engine.config import TrainConfig
 from focalcal.engine.lock import hold
 from focalcal.engine.protocol import apply_protocol, lr_schedule
+from focalcal.engine.runs import check_same_run, load_splits, load_weights, model_for
 from focalcal.losses import build_loss
 from focalcal.losses.hooks import EpochAware, EpochStart, start_epoch
-from focalcal.models import build_model
 
 # What a run leaves besides its config and last checkpoint: a new run must not overwrite them.
 KEPT = ("log.jsonl", "result.json", "checkpoints/best.pt")
@@ -57,70 +57,6 @@ def resolve_device(name: str) -> torch.device:
             return torch.device("cpu")
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return torch.device(name)
-
-
-def load_split(config: TrainConfig, split: str) -> Dataset:
-    """One split of the run's data as configured (dataset, root, subset, dataset options, and
-    ``classes``: only those classes, relabelled 0, 1, …; a class index out of range is a
-    ``ValueError`` naming it)."""
-    subset = {"train": config.subset, "val": config.val_subset}.get(split)
-    return load_dataset(
-        config.dataset, config.root, split, subset=subset, classes=config.classes,
-        **config.dataset_options,
-    )  # fmt: skip
-
-
-def load_splits(config: TrainConfig) -> dict[str, Dataset]:
-    """The run's ``train``, ``val`` and ``test`` splits (:func:`load_split`)."""
-    return {split: load_split(config, split) for split in ("train", "val", "test")}
-
-
-def model_for(config: TrainConfig, data: Dataset) -> nn.Module:
-    """The configured model sized for ``data`` (classes, channels, image size, vocabulary)."""
-    options = dict(config.model_options)
-    if data.vocabulary is not None:
-        options.setdefault("vocab_size", len(data.vocabulary))
-        return build_model(config.model, len(data.classes), **options)
-    shape = data.inputs.shape
-    return build_model(config.model, len(data.classes), shape[1], shape[2], **options)
-
-
-def load_model(
-    run_dir: str | os.PathLike[str], which: str = "last", device: str | torch.device = "cpu"
-) -> tuple[nn.Module, TrainConfig]:
-    """The model of a run's ``last`` or ``best`` checkpoint, in eval mode, and its config.
-
-    A checkpoint whose config differs from the run's ``config.toml`` (another run's, copied in)
-    or whose weights do not fit the model is a ``ValueError`` naming the file."""
-    path = Path(run_dir) / "checkpoints" / f"{which}.pt"
-    state = load_checkpoint(path)
-    stored = Path(run_dir) / "config.toml"
-    if stored.exists():
-        _check_same_run(TrainConfig.load(stored), state["config"], path)
-    config = TrainConfig.from_dict(state["config"])
-    model = model_for(config, load_split(config, "train"))
-    _load_weights(model, state["model"], path)
-    return model.to(device).eval(), config
-
-
-def _check_same_run(config: TrainConfig, stored: dict[str, Any], path: Path) -> None:
-    # Read through TrainConfig, so a field added since the checkpoint was written takes its
-    # default instead of counting as a difference.
-    known = TrainConfig.from_dict(stored).to_dict()
-    differ = sorted(k for k, v in config.to_dict().items() if known[k] != v)
-    if differ:
-        raise ValueError(
-            f"{path} was trained with another config (differs in {differ}): not this run's "
-            "checkpoint; resume with the same config or train into another directory"
-        )
-
-
-def _load_weights(model: nn.Module, weights: dict[str, Tensor], path: Path) -> None:
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as error:
-        summary = " ".join(str(error).split())
-        raise ValueError(f"{path}: its weights do not fit the model: {summary}") from None
 
 
 @torch.no_grad()
@@ -281,11 +217,11 @@ def _resume_state(config: TrainConfig, run_dir: Path, resume: bool) -> dict[str,
                 "train into another directory"
             )
         state = load_checkpoint(last)
-        _check_same_run(config, state["config"], last)
+        check_same_run(config, state["config"], last)
         return state
     stored = run_dir / "config.toml"
     if stored.exists():  # a run killed in its first epoch restarts; another run's is refused
-        _check_same_run(config, TrainConfig.load(stored).to_dict(), stored)
+        check_same_run(config, TrainConfig.load(stored).to_dict(), stored)
     kept = [name for name in KEPT if (run_dir / name).exists()]
     if kept:
         raise ValueError(
@@ -335,11 +271,11 @@ def check_run(config: TrainConfig, run_dir: str | os.PathLike[str]) -> None:
     run_dir = Path(run_dir)
     if (run_dir / "config.toml").exists():
         stored = TrainConfig.load(run_dir / "config.toml")
-        _check_same_run(config, stored.to_dict(), run_dir / "config.toml")
+        check_same_run(config, stored.to_dict(), run_dir / "config.toml")
     for which in ("last", "best"):
         path = run_dir / "checkpoints" / f"{which}.pt"
         if path.exists():
-            _check_same_run(config, load_checkpoint(path)["config"], path)
+            check_same_run(config, load_checkpoint(path)["config"], path)
 
 
 def _train(
@@ -374,7 +310,7 @@ def _train(
     best_accuracy = -1.0
     machines: list[str] = []
     if state is not None:
-        _load_weights(model, state["model"], last)
+        load_weights(model, state["model"], last)
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         torch.set_rng_state(state["rng"])

@@ -14,7 +14,8 @@ from urllib.parse import quote
 from focalcal._io import atomic_write_text
 from focalcal.data import BatchLoader, dataset_label
 from focalcal.engine.config import TrainConfig
-from focalcal.engine.train import load_model, load_split, predict, resolve_device
+from focalcal.engine.runs import load_model, load_split
+from focalcal.engine.train import predict, resolve_device
 from focalcal.metrics import reliability_bins
 from focalcal.metrics.binning import Bins
 from focalcal.report.analysis import ANALYSIS_PANELS, analysis_figure, reliability_by_loss_figure

@@ -40,12 +40,8 @@ from focalcal.engine.config import TrainConfig, check_names
 from focalcal.engine.evaluate import OBJECTIVES, evaluate, is_evaluated
 from focalcal.engine.lock import RunLockedError, hold
 from focalcal.engine.ood import check_ood, parse_ood
-from focalcal.engine.train import (
-    check_run,
-    load_split,
-    read_history,
-    train,
-)
+from focalcal.engine.runs import load_split
+from focalcal.engine.train import check_run, read_history, train
 from focalcal.experiments.figures import write_figures
 from focalcal.report.cells import format_percent, format_temperature
 from focalcal.report.tables import result_row, write_tables
