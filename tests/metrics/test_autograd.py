@@ -64,6 +64,10 @@ CALLS = {
         metrics.ood_fpr_at_tpr(s[:30], s[30:], from_probs=p),
         metrics.ood_fpr_at_tpr(s[:30], s[30:], "confidence", 0.9, p),
     ),
+    "ood_scores": lambda s, y, p: (
+        metrics.ood_scores(s[:30], s[30:], from_probs=p),
+        metrics.ood_scores(s[:30], s[30:], "confidence", p),
+    ),
     "reliability_bins": lambda s, y, p: metrics.reliability_bins(s, y, from_probs=p),
     "signed_calibration_error": lambda s, y, p: metrics.signed_calibration_error(
         s, y, from_probs=p

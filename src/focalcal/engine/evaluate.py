@@ -73,7 +73,7 @@ from focalcal.engine.lock import hold
 from focalcal.engine.ood import check_ood, ood_dataset, parse_ood
 from focalcal.engine.runs import load_model, load_splits
 from focalcal.engine.train import predict, resolve_device
-from focalcal.metrics import calibration_report, ood_auroc, ood_fpr_at_tpr, reliability_bins
+from focalcal.metrics import auroc, calibration_report, fpr_at_tpr, ood_scores, reliability_bins
 from focalcal.metrics.ood import OODScore
 from focalcal.report.cells import loss_label
 from focalcal.report.plots import save_reliability_diagram
@@ -305,12 +305,11 @@ def _ood_entry(in_logits: Tensor, out_logits: Tensor, temperature: float) -> dic
     entry: dict[str, Any] = {"num_samples": len(out_logits), "fpr95": {}}
     scalings = (("before", 1.0), ("after", temperature))
     for score in OOD_SCORES:
-        entry[score] = {
-            when: float(ood_auroc(in_logits / t, out_logits / t, score=score))
-            for when, t in scalings
-        }
-        entry["fpr95"][score] = {
-            when: float(ood_fpr_at_tpr(in_logits / t, out_logits / t, score=score))
-            for when, t in scalings
-        }
+        entry[score], entry["fpr95"][score] = {}, {}
+        for when, t in scalings:  # each set's scores once, for both measures
+            pair = ood_scores(in_logits / t, out_logits / t, score=score)
+            entry[score][when], entry["fpr95"][score][when] = (
+                float(auroc(*pair)),
+                float(fpr_at_tpr(*pair)),
+            )
     return entry

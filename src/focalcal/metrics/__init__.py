@@ -38,6 +38,7 @@ from focalcal.metrics.ood import (
     max_confidence,
     ood_auroc,
     ood_fpr_at_tpr,
+    ood_scores,
     roc_curve,
 )
 from focalcal.metrics.streaming import CalibrationAccumulator, CalibrationReport, calibration_report
@@ -68,6 +69,7 @@ __all__ = [
     "nll",
     "ood_auroc",
     "ood_fpr_at_tpr",
+    "ood_scores",
     "reliability_bins",
     "roc_curve",
     "signed_calibration_error",

@@ -163,7 +163,7 @@ def ood_auroc(
         >>> ood_auroc(confident, flat, score="confidence")
         tensor(0.9167, dtype=torch.float64)
     """
-    return _auroc(*_ood_scores(in_logits, out_logits, score, from_probs))
+    return _auroc(*ood_scores(in_logits, out_logits, score, from_probs))
 
 
 def ood_fpr_at_tpr(
@@ -189,13 +189,24 @@ def ood_fpr_at_tpr(
         tensor(0.3333, dtype=torch.float64)
     """
     tpr = _checked_tpr(tpr)
-    return _fpr_at_tpr(*_ood_scores(in_logits, out_logits, score, from_probs), tpr)
+    return _fpr_at_tpr(*ood_scores(in_logits, out_logits, score, from_probs), tpr)
 
 
-def _ood_scores(
-    in_logits: TensorLike, out_logits: TensorLike, score: str, from_probs: bool
+def ood_scores(
+    in_logits: TensorLike,
+    out_logits: TensorLike,
+    score: OODScore = "entropy",
+    from_probs: bool = False,
 ) -> tuple[Tensor, Tensor]:
-    """The per-sample ``score`` of both sets, checked to come from one classifier."""
+    """The per-sample ``score`` of both sets (higher: more OOD-like, as :func:`auroc` and
+    :func:`fpr_at_tpr` read them), checked to come from one classifier: what
+    :func:`ood_auroc` and :func:`ood_fpr_at_tpr` compute, for computing both from one pass.
+
+    Example:
+        >>> import torch
+        >>> ood_scores(torch.tensor([[4.0, 0.0]]), torch.tensor([[0.0, 0.0]]), "confidence")
+        (tensor([-0.9820]), tensor([-0.5000]))
+    """
     if score not in _OOD_SCORES:
         raise ValueError(f"score must be one of {sorted(_OOD_SCORES)}, got {score!r}")
     names = ("in_logits", "out_logits")

@@ -361,7 +361,7 @@ def evaluation_markdown(evaluation: Mapping[str, Any]) -> str:
         lines.append(markdown_line([TITLES[metric], *values]))
     for spec, entry in evaluation.get("ood", {}).items():
         for _, title, measure, score in OOD_TABLES:
-            value = (entry.get(measure) or {}).get(score) if measure else entry.get(score)
+            value = _ood_value(entry, measure, score)
             if isinstance(value, Mapping):
                 values = [format_percent(value.get(when)) for when in ("before", "after")]
                 lines.append(markdown_line([title.format(spec=spec), *values]))
@@ -434,10 +434,15 @@ def _metric_cell(metric: str) -> Callable[[Row], Cell | None]:
     )
 
 
+def _ood_value(entry: Mapping[str, Any], measure: str, score: str) -> Any:
+    """An OOD entry's {"before", "after"} of ``measure`` ("" the AUROC, "fpr95") by ``score``
+    (:data:`OOD_TABLES`); None where the entry has none."""
+    return (entry.get(measure) or {}).get(score) if measure else entry.get(score)
+
+
 def _ood_cell(spec: str, measure: str, score: str) -> Callable[[Row], Cell | None]:
     def cell(row: Row) -> Cell | None:
-        entry = row.get("ood", {}).get(spec, {})
-        value = (entry.get(measure) or {}).get(score) if measure else entry.get(score)
+        value = _ood_value(row.get("ood", {}).get(spec, {}), measure, score)
         if value is None:
             return None
         return Cell(value.get("before"), value.get("after"), row.get("temperature"))
