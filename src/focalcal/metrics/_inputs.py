@@ -115,17 +115,67 @@ def probabilities_of(scores: Tensor, from_probs: bool) -> Tensor:
 
 
 def top_label(scores: TensorLike, labels: TensorLike, from_probs: bool) -> tuple[Tensor, Tensor]:
-    """Checked top-label ``(confidence (M,), correct (M,) bool)``; see :func:`checked`."""
+    """Checked top-label ``(confidence (M,), correct (M,) bool)``; see :func:`checked` and
+    :func:`top_label_of`. The probabilities are computed :data:`CHUNK_ELEMENTS` at a time into
+    one buffer, which is never a fresh ``(M, C)`` tensor (whose pages cost as much as the
+    softmax) and stays in cache."""
     flat, labels = checked(scores, labels, from_probs)
-    return top_label_of(flat, probabilities_of(flat, from_probs), labels)
+    confidence = flat.new_empty(len(labels))
+    correct = torch.empty(len(labels), dtype=torch.bool, device=flat.device)
+    buffer, start = None, 0
+    for chunk, chunk_labels in row_chunks(flat, labels):
+        stop = start + len(chunk_labels)
+        if buffer is None or len(buffer) < len(chunk):  # the last chunk may hold one row more
+            buffer = torch.empty_like(chunk)
+        probs = buffer[: len(chunk_labels)]
+        if from_probs:
+            probs.copy_(chunk)
+        else:
+            torch.softmax(chunk, dim=1, out=probs)
+        top_label_of(chunk, probs, chunk_labels, confidence[start:stop], correct[start:stop])
+        start = stop
+    return confidence, correct
 
 
-def top_label_of(scores: Tensor, probs: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-    """``(confidence, correct)`` of checked ``(M, C)`` scores and their probabilities: the
-    confidence is the largest probability; the prediction is the argmax of the scores (for
-    logits the exact argmax, where rounded probabilities may tie; the first index on ties).
-    Every metric and the accumulator use this, so they agree bit for bit."""
-    return probs.amax(dim=1), scores.max(dim=1).indices == labels
+def top_label_of(
+    scores: Tensor,
+    probs: Tensor,
+    labels: Tensor,
+    confidence: Tensor | None = None,
+    correct: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """``(confidence, correct)`` of checked ``(M, C)`` scores and their probabilities (into
+    ``confidence`` and ``correct`` if given): the confidence is the largest probability; the
+    prediction is the argmax of the scores (for logits the exact argmax, where rounded
+    probabilities may tie; the first index on ties). Every metric and the accumulator use
+    this, so they agree bit for bit.
+
+    On the CPU, where ``max(dim=1)``'s indices cost more than the softmax, the prediction is
+    read from the probabilities instead: with p_y the label's probability and q the largest
+    of the others (``probs`` is changed and restored to find it), the label is the prediction
+    where p_y > q and is not where p_y < q, for probabilities are non-decreasing in the
+    logits. The rows where p_y and q lie within 2^-20 of each other (ties, and gaps that a
+    kernel's exp could misorder) take the exact argmax of their scores."""
+    if confidence is None:
+        confidence = probs.new_empty(len(labels))
+    if correct is None:
+        correct = torch.empty(len(labels), dtype=torch.bool, device=probs.device)
+    torch.amax(probs, dim=1, out=confidence)
+    if probs.data_ptr() == scores.data_ptr():  # probabilities given: never write into them
+        probs = probs.clone()
+    if probs.device.type != "cpu" or probs.shape[1] == 1:
+        return confidence, torch.eq(scores.argmax(dim=1), labels, out=correct)
+    column = labels.unsqueeze(1)
+    own = probs.gather(1, column)
+    others = probs.scatter_(1, column, -math.inf).amax(dim=1)
+    probs.scatter_(1, column, own)
+    own = own.squeeze(1)
+    torch.gt(own, others, out=correct)
+    close = (own - others).abs_() <= others * 2**-20
+    rows = close.nonzero().squeeze(1)
+    if len(rows):
+        correct[rows] = scores[rows].max(dim=1).indices == labels[rows]
+    return confidence, correct
 
 
 def _check_logits(logits: Tensor, tolerance: float) -> None:

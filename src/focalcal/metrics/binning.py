@@ -19,8 +19,10 @@ order, so batches, a streaming accumulator or several processes equal a single p
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -34,7 +36,7 @@ def check_sample_count(num_samples: int) -> None:
 
 
 def to_fixed_point(values: Tensor) -> Tensor:
-    """Values in [0, 2] as whole numbers of 2^-24, in float64. Scaling by a power of two and
+    """Values in [-2, 2] as whole numbers of 2^-24, in float64. Scaling by a power of two and
     rounding are exact in the values' own dtype (the cheap part: float32 for float32 input)."""
     return (values * SCALE).round_().double()
 
@@ -66,8 +68,8 @@ def equal_mass_edges(sorted_values: Tensor, num_bins: int) -> Tensor:
     positions = (positions * n / num_bins).clamp_(max=n - 1)
     below = positions.floor().long()
     above = (below + 1).clamp_(max=n - 1)
-    values = sorted_values.double()
-    return values[below] + (positions - below) * (values[above] - values[below])
+    low, high = sorted_values[below].double(), sorted_values[above].double()
+    return low + (positions - below) * (high - low)
 
 
 def bin_index(values: Tensor, edges: Tensor) -> Tensor:
@@ -103,6 +105,20 @@ def equal_width_index(values: Tensor, num_bins: int) -> Tensor:
     return k.clamp_(min=0).int()
 
 
+def _at_or_below(edges: Tensor, dtype: torch.dtype) -> Tensor:
+    """For float64 ``edges``, the largest value of ``dtype`` at or below each: a value of that
+    dtype is <= the edge exactly when it is <= this one."""
+    near = edges.to(dtype)
+    below = torch.nextafter(near, torch.full_like(near, -math.inf))
+    return torch.where(near.double() > edges, below, near)
+
+
+def _run_sums(prefix: Tensor, ends: Tensor) -> Tensor:
+    """Sums of consecutive runs ending (exclusively) at ``ends``, from inclusive prefix sums."""
+    totals = torch.cat([prefix.new_zeros(1), prefix])[ends]
+    return torch.diff(totals, prepend=prefix.new_zeros(1))
+
+
 @dataclass(frozen=True)
 class Bins:
     """Per-bin sums, shape ``(B,)`` for top-label bins or ``(C, B)`` for one row per class,
@@ -118,10 +134,17 @@ class Bins:
     correct: Tensor
 
     @classmethod
-    def top_label(cls, confidence: Tensor, correct: Tensor, edges: Tensor) -> Bins:
-        """Bins of top-label confidences ``(M,)`` with their correctness ``(M,)``."""
+    def top_label(cls, confidence: Tensor, correct: Tensor, edges: Tensor | int) -> Bins:
+        """Bins of top-label confidences ``(M,)`` with their correctness ``(M,)``; ``edges``
+        an integer B means the equal-width edges b / B (binned by arithmetic, without a
+        search: :func:`equal_width_index`)."""
         confidence, correct = confidence.detach(), correct.detach()
-        index, size = bin_index(confidence, edges), edges.numel() - 1
+        if isinstance(edges, int):
+            index = equal_width_index(confidence, edges)
+            edges = equal_width_edges(edges, confidence.device)
+        else:
+            index = bin_index(confidence, edges)
+        size = edges.numel() - 1
         return cls(
             edges,
             histogram(index, size),
@@ -144,6 +167,38 @@ class Bins:
             histogram(index, size).view(shape),
             histogram(index, size, to_fixed_point(probs).reshape(-1)).view(shape),
             histogram(own, size).view(shape),
+        )
+
+    @classmethod
+    def equal_mass(cls, confidence: Tensor, correct: Tensor, num_bins: int) -> Bins:
+        """Bins of top-label confidences ``(M,)`` in [0, 1] with their correctness ``(M,)``,
+        between the :func:`equal_mass_edges` of the confidences (AdaECE's bins).
+
+        One sort, of keys ``2 · bits(confidence) + correct``: the bit patterns of floats >= 0
+        order as the floats, so the sorted keys give the sorted confidences, each with its
+        correctness, and every bin is a run of them (no per-sample search). Its sums are
+        differences of exact prefix sums. On the CPU numpy's sort (vectorised) sorts them."""
+        values = confidence.detach() + 0.0  # -0.0 (a probability) as +0.0, whose bits sort
+        if values.dtype != torch.float32:
+            values = values.double()
+        integer = torch.int32 if values.dtype == torch.float32 else torch.int64
+        keys = values.view(integer).long().mul_(2).add_(correct.detach())
+        if keys.device.type == "cpu":
+            keys = torch.from_numpy(np.sort(keys.numpy()))
+        else:
+            keys = torch.sort(keys).values
+        right = keys.bitwise_and(1).double().cumsum_(0)
+        values = keys.bitwise_right_shift_(1).to(integer).view(values.dtype)
+        edges = equal_mass_edges(values, num_bins)
+        # bin b holds (edges[b], edges[b + 1]]: it ends after the values <= its upper edge
+        ends = torch.searchsorted(values, _at_or_below(edges[1:-1], values.dtype), right=True)
+        ends = torch.cat([ends, ends.new_tensor([len(values)])])
+        confidence_sums = to_fixed_point(values).cumsum_(0)
+        return cls(
+            edges,
+            torch.diff(ends, prepend=ends.new_zeros(1)).double(),
+            _run_sums(confidence_sums, ends),
+            _run_sums(right, ends),
         )
 
     def __add__(self, other: Bins) -> Bins:

@@ -24,8 +24,6 @@ from focalcal.metrics._inputs import (
 from focalcal.metrics.binning import (
     Bins,
     check_sample_count,
-    equal_mass_edges,
-    equal_width_edges,
 )
 
 
@@ -50,8 +48,7 @@ def reliability_bins(
     check_num_bins(num_bins)
     confidence, correct = top_label(scores, labels, from_probs)
     check_sample_count(confidence.numel())
-    edges = equal_width_edges(num_bins, confidence.device)
-    return Bins.top_label(confidence, correct, edges)
+    return Bins.top_label(confidence, correct, num_bins)
 
 
 def expected_calibration_error(
@@ -98,9 +95,8 @@ def adaptive_calibration_error(
 
 
 def adaptive_bins(confidence: Tensor, correct: Tensor, num_bins: int) -> Bins:
-    """Equal-mass bins of top-label confidences ``(M,)``."""
-    edges = equal_mass_edges(confidence.sort().values, num_bins)
-    return Bins.top_label(confidence.double(), correct, edges)
+    """Equal-mass bins of top-label confidences ``(M,)``: :meth:`Bins.equal_mass`."""
+    return Bins.equal_mass(confidence, correct, num_bins)
 
 
 def classwise_calibration_error(
@@ -134,22 +130,33 @@ def brier_score(scores: TensorLike, labels: TensorLike, from_probs: bool = False
 
 
 def sample_nll(scores: Tensor, labels: Tensor, from_probs: bool) -> Tensor:
-    """−log p_y of every row of checked ``(M, C)`` scores, float64, in [0, inf]."""
+    """−log p_y of every row of checked ``(M, C)`` scores, float64, in [0, inf].
+
+    For logits, log Σ_k exp(z_k − max z) − (z_y − max z): the exponentials in the logits'
+    dtype (each to its last bit), their sum and the rest in float64, so the error stays about
+    one float32 ulp of the result whatever C (a float32 sum would add up to C of them)."""
+    column = labels.unsqueeze(1)
     if from_probs:
-        nll = -scores.gather(1, labels.unsqueeze(1)).squeeze(1).double().log()
+        nll = -scores.gather(1, column).squeeze(1).double().log()
     else:
-        nll = -torch.log_softmax(scores.double(), dim=1).gather(1, labels.unsqueeze(1)).squeeze(1)
+        top = scores.amax(dim=1, keepdim=True)
+        own = scores.gather(1, column).double() - top.double()  # exact
+        normaliser = torch.sum(torch.sub(scores, top).exp_(), dim=1, dtype=torch.float64)
+        nll = normaliser.log_().sub_(own.squeeze(1))
     # −log p >= 0 exactly; the clamp makes it hold whatever a kernel's rounding of log p near 0
     # (none seen above 0 on the AVX2 and portable kernels), and turns −0.0 (p = 1) into 0
     return nll.clamp_(min=0.0)
 
 
 def sample_brier(probs: Tensor, labels: Tensor) -> Tensor:
-    """Σ_k (p_k − 1[y = k])² of every row of checked ``(M, C)`` probabilities, float64."""
-    one_hot = torch.zeros_like(probs, dtype=torch.float64).scatter_(1, labels.unsqueeze(1), 1.0)
+    """Σ_k (p_k − 1[y = k])² of every row of checked ``(M, C)`` probabilities, float64: the
+    differences are exact in the probabilities' dtype (p_y − 1 for p_y >= 1/2 by Sterbenz's
+    lemma), each square is rounded once, and the sum is float64."""
+    column = labels.unsqueeze(1)
+    residual = probs.clone().scatter_add_(1, column, probs.new_full(column.shape, -1.0))
     # at most 2 for a distribution; a row that sums to 1 only within probability_tolerance
     # (a user's rounded probabilities) can pass 2 by about twice that tolerance
-    return (probs.double() - one_hot).square_().sum(1).clamp_(max=2.0)
+    return torch.sum(residual.square_(), dim=1, dtype=torch.float64).clamp_(max=2.0)
 
 
 def error_rate(scores: TensorLike, labels: TensorLike, from_probs: bool = False) -> Tensor:

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from focalcal._checks import TensorLike, as_tensor
 from focalcal.metrics._inputs import check_num_bins, top_label
-from focalcal.metrics.binning import SCALE, Bins, check_sample_count
+from focalcal.metrics.binning import SCALE, Bins, check_sample_count, to_fixed_point
 from focalcal.metrics.calibration import adaptive_bins
 
 GRID_INTERVALS = 40_000
@@ -153,15 +153,18 @@ def smooth_ece(
 
 def _smoother(confidence: Tensor, correct: Tensor) -> Callable[[float], Tensor]:
     """σ ↦ smECE_σ; the residuals are put on the grid once (in place where the values stay
-    the same: a few per-sample temporaries, whatever N)."""
+    the same: a few per-sample temporaries, whatever N), in whole units of 2^-24 (see
+    :mod:`~focalcal.metrics.binning`), so the grid, and smECE, do not depend on the order of
+    the samples."""
     n = GRID_INTERVALS
     position = confidence * n
     left = position.floor().clamp_(max=n - 1).int()
     right_share = position.sub_(left)
     residual = confidence.neg().add_(correct)  # correct − confidence, for 0/1 or float correct
     line = torch.zeros(n + 1, dtype=torch.float64, device=confidence.device)
-    line.index_add_(0, left, torch.rsub(right_share, 1).mul_(residual))
-    line.index_add_(0, left.add_(1), right_share.mul_(residual))
+    line.index_add_(0, left, to_fixed_point(torch.rsub(right_share, 1).mul_(residual)))
+    line.index_add_(0, left.add_(1), to_fixed_point(right_share.mul_(residual)))
+    line /= SCALE
     # The reflected kernel on [0, 1] is the Gaussian on the circle of length 2 applied to the
     # residuals plus their mirror images at -x = 2 - x; the images of 0 and 1 are 0 and 1.
     circle = torch.cat([line, line[1:-1].flip(0)])
@@ -173,8 +176,13 @@ def _smoother(confidence: Tensor, correct: Tensor) -> Callable[[float], Tensor]:
     scale = n / confidence.numel()
 
     def at(sigma: float) -> Tensor:
-        kernel = torch.exp(-0.5 * (sigma * frequency) ** 2)
-        smoothed: Tensor = torch.fft.irfft(spectrum * kernel, n=2 * n)
+        # past σ·πk = 38.7 the Gaussian's coefficient exp(-(σπk)² / 2) is 0 in float64: only
+        # the first ones are computed (a few hundred for σ = 0.05, of 40 001)
+        used = min(n + 1, math.floor(38.7 / (math.pi * sigma)) + 2)
+        filtered = torch.zeros_like(spectrum)
+        kernel = torch.exp(-0.5 * (sigma * frequency[:used]) ** 2)
+        torch.mul(spectrum[:used], kernel, out=filtered[:used])
+        smoothed: Tensor = torch.fft.irfft(filtered, n=2 * n)
         # The exact integral is at most mean |y − f| <= 1; the FFT's round-off (which differs
         # by CPU: 1 + 2e-15 on an Intel Xeon where every residual is −1) is not
         return (smoothed.abs().mean() * scale).clamp_(max=1.0)
@@ -183,18 +191,40 @@ def _smoother(confidence: Tensor, correct: Tensor) -> Callable[[float], Tensor]:
 
 
 def _fixed_point(smooth_error: Callable[[float], float]) -> float:
-    """σ with smooth_error(σ) = σ by bisection; smooth_error(σ) − σ decreases in σ."""
+    """σ with smooth_error(σ) = σ; g(σ) = smooth_error(σ) − σ decreases in σ. Regula falsi
+    with the Illinois rule (halve the weight of an end kept twice in a row) on the bracket
+    [MIN_BANDWIDTH, 1]: g is smooth, so it needs a few evaluations where bisection needs about
+    20, each an FFT; a step that does not shrink the bracket by half is followed by a
+    bisection, so it never takes more than bisection's MAX_HALVINGS steps."""
     low, high = MIN_BANDWIDTH, 1.0
-    if smooth_error(low) <= low:
+    g_low = smooth_error(low) - low
+    if g_low <= 0:
         return low
-    if smooth_error(high) >= high:  # only where every residual is ±1 with one sign
+    g_high = smooth_error(high) - high
+    if g_high >= 0:  # only where every residual is ±1 with one sign
         return high
+    kept = 0  # +1: the low end was kept last time, -1: the high end
     for _ in range(MAX_HALVINGS):
-        middle = (low + high) / 2
+        width = high - low
+        middle = (low * g_high - high * g_low) / (g_high - g_low)
         excess = smooth_error(middle) - middle
         if abs(excess) <= TOLERANCE:
             return middle
-        low, high = (middle, high) if excess > 0 else (low, middle)
+        if excess > 0:
+            low, g_low = middle, excess
+            g_high, kept = (g_high / 2 if kept == -1 else g_high), -1
+        else:
+            high, g_high = middle, excess
+            g_low, kept = (g_low / 2 if kept == 1 else g_low), 1
+        if high - low > width / 2:  # slow progress: bisect once
+            middle = (low + high) / 2
+            excess = smooth_error(middle) - middle
+            if abs(excess) <= TOLERANCE:
+                return middle
+            if excess > 0:
+                low, g_low = middle, excess
+            else:
+                high, g_high = middle, excess
     return high
 
 

@@ -3,8 +3,9 @@
 ``update`` keeps O(bins × classes) exact integer sums (see :mod:`focalcal.metrics.binning`) plus,
 for the metrics that need them (AdaECE, bootstrap intervals), each sample's top-label confidence,
 correctness, NLL and Brier score. Batching, streaming and ``torch.distributed`` therefore give
-bit-identical reports: integer sums do not depend on their order, and the per-sample values are
-put in a canonical order before use.
+bit-identical reports: integer sums do not depend on their order, the per-sample metrics
+(AdaECE's sorted runs, smooth ECE's grid in whole units) are such sums too, and the bootstrap,
+which draws samples by position, puts them in a canonical order first.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from focalcal.metrics.binning import (
     SCALE,
     Bins,
     check_sample_count,
-    equal_width_edges,
     to_fixed_point,
 )
 from focalcal.metrics.bootstrap import IntervalMethod, bootstrap, check_method
@@ -153,8 +153,7 @@ class CalibrationAccumulator:
             flat = flat / self.temperature
         probs = probabilities_of(flat, self.from_probs)
         confidence, correct = top_label_of(flat, probs, labels)
-        edges = equal_width_edges(self.num_bins, probs.device)
-        top = Bins.top_label(confidence, correct, edges)
+        top = Bins.top_label(confidence, correct, self.num_bins)
         classwise = Bins.classwise(probs, labels, self.num_bins)
 
         nll, brier = sample_nll(flat, labels, self.from_probs), sample_brier(probs, labels)
@@ -238,7 +237,8 @@ class CalibrationAccumulator:
         over, under = top.over_under()
         per_sample: dict[str, Any] = {}
         if self.keep_samples:
-            samples = _canonical(samples)
+            if bootstrap_samples:  # the per-sample metrics are sums that ignore the order
+                samples = _canonical(samples)
             confidence, hit = samples[0], samples[1].bool()
             equal_mass = adaptive_bins(confidence, hit, self.num_bins)
             smooth, bandwidth = smooth_ece(confidence, hit)
@@ -250,7 +250,7 @@ class CalibrationAccumulator:
             }
             if bootstrap_samples:
                 per_sample["intervals"] = _intervals(
-                    samples, top.edges.double(), self.num_bins,
+                    samples, self.num_bins,
                     bootstrap_samples, level, seed, interval_method,
                 )  # fmt: skip
                 per_sample["interval_method"] = interval_method
@@ -324,7 +324,6 @@ RANGES = {
 
 def _intervals(
     samples: Tensor,
-    edges: Tensor,
     num_bins: int,
     resamples: int,
     level: float,
@@ -342,7 +341,7 @@ def _intervals(
             "error": 1.0 - float(right[index].mean()),
             "nll": float(nll[index].mean()),
             "brier": float(brier[index].mean()),
-            "ece": float(Bins.top_label(conf, hit, edges).calibration_error()),
+            "ece": float(Bins.top_label(conf, hit, num_bins).calibration_error()),
             "adaece": float(equal_mass.calibration_error()),
             "debiased_ece": float(debiased_from_bins(equal_mass)),
         }

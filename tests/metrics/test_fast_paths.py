@@ -1,0 +1,159 @@
+"""The metrics' fast paths against plain references written here: the top label read from the
+probabilities (exact argmax of the logits, ties included), AdaECE's bins from one sort of
+keys, smooth ECE's order-free grid, and NLL and Brier without float64 copies."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from focalcal.metrics import (
+    adaptive_calibration_error,
+    brier_score,
+    calibration_report,
+    expected_calibration_error,
+    negative_log_likelihood,
+    smooth_ece,
+)
+from focalcal.metrics._inputs import checked, top_label, top_label_of
+from focalcal.metrics.binning import Bins, equal_mass_edges
+
+
+def reference_top_label(scores, labels, from_probs):
+    probs = scores if from_probs else torch.softmax(scores, dim=1)
+    return probs.amax(dim=1), scores.argmax(dim=1) == labels
+
+
+def tied_logits(dtype):
+    """Rows whose largest logit is shared (the label first, second or elsewhere), rows whose
+    top two differ by one ulp, and ordinary rows."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 7, generator=g, dtype=torch.float64).to(dtype)
+    x[:16, 2] = x[:16, 5] = x[:16].amax(dim=1) + 1  # a tie between classes 2 and 5
+    top = x[16:32].amax(dim=1) + 1
+    x[16:32, 3] = top
+    x[16:32, 4] = torch.nextafter(top, top + 1)  # one ulp above
+    labels = torch.randint(7, (64,), generator=g)
+    labels[:8], labels[8:16] = 2, 5  # the first of the tie (right) and the second (wrong)
+    labels[16:24], labels[24:32] = 3, 4
+    return x, labels
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_top_label_is_the_exact_argmax_of_the_logits(dtype):
+    x, labels = tied_logits(dtype)
+    confidence, correct = top_label(x, labels, from_probs=False)
+    expected_confidence, expected_correct = reference_top_label(x, labels, False)
+    assert torch.equal(confidence, expected_confidence)
+    assert torch.equal(correct, expected_correct)
+    assert correct[:8].all() and not correct[8:16].any()  # ties: the first index predicts
+    assert not correct[16:24].any() and correct[24:32].all()
+
+
+def test_top_label_of_probabilities_with_ties_leaves_them_unchanged():
+    probs = torch.tensor([[0.4, 0.4, 0.2], [0.2, 0.4, 0.4], [0.5, 0.25, 0.25], [1.0, 0.0, 0.0]])
+    labels = torch.tensor([1, 1, 0, 1])
+    before = probs.clone()
+    confidence, correct = top_label(probs, labels, from_probs=True)
+    assert correct.tolist() == [False, True, True, False]
+    assert torch.equal(confidence, torch.tensor([0.4, 0.4, 0.5, 1.0]))
+    flat, flat_labels = checked(probs, labels, from_probs=True)
+    assert torch.equal(top_label_of(flat, flat, flat_labels)[1], correct)
+    assert torch.equal(probs, before)  # read, never written, even for a moment's use
+
+
+def test_top_label_one_class_and_chunks(monkeypatch):
+    import focalcal.metrics._inputs as inputs
+
+    x = torch.randn(11, 1)
+    assert top_label(x, torch.zeros(11, dtype=torch.long), False)[1].all()
+    g = torch.Generator().manual_seed(1)
+    x, labels = torch.randn(301, 13, generator=g), torch.randint(13, (301,), generator=g)
+    whole = top_label(x, labels, False)
+    monkeypatch.setattr(inputs, "CHUNK_ELEMENTS", 40)  # chunks of three rows
+    chunked = top_label(x, labels, False)
+    assert all(torch.equal(a, b) for a, b in zip(whole, chunked, strict=True))
+
+
+def bucketized_equal_mass(confidence, correct, num_bins):
+    """AdaECE's bins the way they were made before the sort of keys: sort, interpolate the
+    edges, then search every value among them."""
+    edges = equal_mass_edges(confidence.sort().values, num_bins)
+    return Bins.top_label(confidence.double(), correct, edges)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("num_bins", [1, 3, 15, 40])
+def test_equal_mass_bins_equal_a_search_among_the_edges(dtype, num_bins):
+    g = torch.Generator().manual_seed(num_bins)
+    confidence = torch.rand(500, generator=g, dtype=torch.float64).to(dtype)
+    confidence[:100] = 1.0  # ties, which merge bins
+    confidence[100:150] = (confidence[100:150] * 8).round() / 8
+    confidence[150:160] = 0.0
+    confidence[160:165] = -0.0
+    correct = torch.rand(500, generator=g) < confidence.float()
+    got = Bins.equal_mass(confidence, correct, num_bins)
+    expected = bucketized_equal_mass(confidence + 0.0, correct, num_bins)
+    for field in ("edges", "count", "confidence", "correct"):
+        assert torch.equal(getattr(got, field), getattr(expected, field)), field
+
+
+def test_adaptive_ece_of_one_sample_and_of_fewer_samples_than_bins():
+    probs = torch.tensor([[0.7, 0.3]])
+    assert adaptive_calibration_error(probs, torch.tensor([0]), from_probs=True).item() == (
+        pytest.approx(0.3)
+    )
+    probs = torch.tensor([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8]])
+    labels = torch.tensor([0, 1, 1])
+    # three samples, 15 bins: each sample alone, |1 - 0.9| + |0 - 0.6| + |1 - 0.8| over 3
+    assert adaptive_calibration_error(probs, labels, from_probs=True).item() == pytest.approx(0.3)
+
+
+def test_smooth_ece_does_not_depend_on_the_order_of_the_samples():
+    g = torch.Generator().manual_seed(2)
+    confidence = torch.rand(5000, generator=g, dtype=torch.float64)
+    correct = torch.rand(5000, generator=g, dtype=torch.float64) < confidence**2
+    order = torch.randperm(5000, generator=g)
+    value, sigma = smooth_ece(confidence, correct)
+    shuffled, shuffled_sigma = smooth_ece(confidence[order], correct[order])
+    assert torch.equal(value, shuffled) and sigma == shuffled_sigma
+    assert abs(float(value) - sigma) <= 1e-6  # the fixed point, as before
+
+
+def test_report_per_sample_metrics_do_not_depend_on_the_order():
+    g = torch.Generator().manual_seed(3)
+    logits, labels = 2 * torch.randn(3000, 10, generator=g), torch.randint(10, (3000,), generator=g)
+    order = torch.randperm(3000, generator=g)
+    a, b = calibration_report(logits, labels), calibration_report(logits[order], labels[order])
+    assert (a.adaece, a.smooth_ece, a.debiased_ece) == (b.adaece, b.smooth_ece, b.debiased_ece)
+
+
+def test_nll_of_many_classes_is_as_precise_as_float64():
+    g = torch.Generator().manual_seed(4)
+    logits = 8 * torch.randn(2000, 1000, generator=g)
+    labels = torch.randint(1000, (2000,), generator=g)
+    exact = torch.nn.functional.cross_entropy(logits.double(), labels).item()
+    got = negative_log_likelihood(logits, labels).item()
+    # the float32 exponentials round by 2^-24 each, their float64 sum adds nothing more
+    assert got == pytest.approx(exact, rel=2**-22)
+
+
+def test_brier_against_a_written_out_float64_sum():
+    g = torch.Generator().manual_seed(5)
+    probs = torch.softmax(3 * torch.randn(400, 6, generator=g), dim=1)
+    labels = torch.randint(6, (400,), generator=g)
+    p, y = probs.double().numpy(), labels.numpy()
+    one_hot = np.eye(6)[y]
+    exact = float(((p - one_hot) ** 2).sum(axis=1).mean())
+    assert brier_score(probs, labels, from_probs=True).item() == pytest.approx(exact, rel=1e-6)
+
+
+def test_ece_of_tied_logits_uses_the_first_index():
+    logits = torch.tensor([[1.0, 1.0], [2.0, 2.0]])
+    # both rows predict class 0 with confidence 0.5: right once, wrong once
+    assert expected_calibration_error(logits, torch.tensor([0, 1])).item() == 0.0
+    assert expected_calibration_error(logits, torch.tensor([1, 1])).item() == 0.5
+    assert math.isclose(expected_calibration_error(logits, torch.tensor([0, 0])).item(), 0.5)
