@@ -18,33 +18,49 @@ from focalcal.metrics import (
     negative_log_likelihood,
     smooth_ece,
 )
-from focalcal.metrics._inputs import checked, top_label, top_label_of
+from focalcal.metrics._inputs import FEW_CLASSES, checked, softmax, top_label, top_label_of
 from focalcal.metrics.binning import Bins, equal_mass_edges
 
 
 def reference_top_label(scores, labels, from_probs):
-    probs = scores if from_probs else torch.softmax(scores, dim=1)
+    probs = scores if from_probs else softmax(scores)
     return probs.amax(dim=1), scores.argmax(dim=1) == labels
 
 
-def tied_logits(dtype):
+@pytest.mark.parametrize("num_classes", [1, 2, 10, 31, 32, 100])
+def test_the_metrics_softmax_is_a_softmax(num_classes):
+    g = torch.Generator().manual_seed(num_classes)
+    logits = 10 * torch.randn(300, num_classes, generator=g)
+    expected = torch.softmax(logits.double(), dim=1)  # of the same float32 logits, in float64
+    got = softmax(logits)
+    # float32 rounds z − max z by up to |z − max z|·2^-24, exp by an ulp, the sum by up to C ulps
+    gap = (logits.amax(dim=1, keepdim=True) - logits).double()
+    bound = (gap + num_classes + 4) * 2**-24 * expected
+    assert ((got.double() - expected).abs() <= bound).all()
+    buffer = torch.empty(300, num_classes)
+    assert softmax(logits, out=buffer) is buffer and torch.equal(buffer, got)
+
+
+def tied_logits(dtype, num_classes):
     """Rows whose largest logit is shared (the label first, second or elsewhere), rows whose
     top two differ by one ulp, and ordinary rows."""
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(64, 7, generator=g, dtype=torch.float64).to(dtype)
+    x = torch.randn(64, num_classes, generator=g, dtype=torch.float64).to(dtype)
     x[:16, 2] = x[:16, 5] = x[:16].amax(dim=1) + 1  # a tie between classes 2 and 5
     top = x[16:32].amax(dim=1) + 1
     x[16:32, 3] = top
     x[16:32, 4] = torch.nextafter(top, top + 1)  # one ulp above
-    labels = torch.randint(7, (64,), generator=g)
+    labels = torch.randint(num_classes, (64,), generator=g)
     labels[:8], labels[8:16] = 2, 5  # the first of the tie (right) and the second (wrong)
     labels[16:24], labels[24:32] = 3, 4
     return x, labels
 
 
+@pytest.mark.parametrize("num_classes", [7, 40])  # the argmax, and the probabilities' order
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_top_label_is_the_exact_argmax_of_the_logits(dtype):
-    x, labels = tied_logits(dtype)
+def test_top_label_is_the_exact_argmax_of_the_logits(dtype, num_classes):
+    assert (7 < FEW_CLASSES) and (40 >= FEW_CLASSES)
+    x, labels = tied_logits(dtype, num_classes)
     confidence, correct = top_label(x, labels, from_probs=False)
     expected_confidence, expected_correct = reference_top_label(x, labels, False)
     assert torch.equal(confidence, expected_confidence)
@@ -53,8 +69,10 @@ def test_top_label_is_the_exact_argmax_of_the_logits(dtype):
     assert not correct[16:24].any() and correct[24:32].all()
 
 
-def test_top_label_of_probabilities_with_ties_leaves_them_unchanged():
+@pytest.mark.parametrize("num_classes", [3, 40])
+def test_top_label_of_probabilities_with_ties_leaves_them_unchanged(num_classes):
     probs = torch.tensor([[0.4, 0.4, 0.2], [0.2, 0.4, 0.4], [0.5, 0.25, 0.25], [1.0, 0.0, 0.0]])
+    probs = torch.cat([probs, torch.zeros(4, num_classes - 3)], dim=1)
     labels = torch.tensor([1, 1, 0, 1])
     before = probs.clone()
     confidence, correct = top_label(probs, labels, from_probs=True)
@@ -71,9 +89,9 @@ def test_top_label_one_class_and_chunks(monkeypatch):
     x = torch.randn(11, 1)
     assert top_label(x, torch.zeros(11, dtype=torch.long), False)[1].all()
     g = torch.Generator().manual_seed(1)
-    x, labels = torch.randn(301, 13, generator=g), torch.randint(13, (301,), generator=g)
+    x, labels = torch.randn(301, 33, generator=g), torch.randint(33, (301,), generator=g)
     whole = top_label(x, labels, False)
-    monkeypatch.setattr(inputs, "CHUNK_ELEMENTS", 40)  # chunks of three rows
+    monkeypatch.setattr(inputs, "CHUNK_ELEMENTS", 100)  # chunks of three rows
     chunked = top_label(x, labels, False)
     assert all(torch.equal(a, b) for a, b in zip(whole, chunked, strict=True))
 

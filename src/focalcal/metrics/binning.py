@@ -90,6 +90,8 @@ def equal_width_index(values: Tensor, num_bins: int) -> Tensor:
     values ``ceil(v·B) − 1`` is at most one bin off (rounding of ``v·B``), and one step
     against the edges ``k / B``, computed as :func:`equal_width_edges` computes them, makes it
     exact (both tested against ``bin_index``)."""
+    if values.dtype != torch.float64 and values.numel() <= CHUNK:
+        return values.double().mul_(num_bins).ceil_().clamp_(1, num_bins).sub_(1).int()
     if values.dtype != torch.float64:
         index = torch.empty(values.shape, dtype=torch.int32, device=values.device)
         flat, out = values.reshape(-1), index.view(-1)

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from focalcal._checks import TensorLike
-from focalcal.metrics._inputs import check_num_bins, checked, row_chunks
+from focalcal.metrics._inputs import check_num_bins, checked, row_chunks, softmax
 from focalcal.metrics.binning import (
     Bins,
     check_sample_count,
@@ -125,7 +125,7 @@ def ece_per_temperature(logits: TensorLike, labels: TensorLike, num_bins: int = 
         scaled, probs = torch.empty_like(chunk), torch.empty_like(chunk)
         confidence = chunk.new_empty(grid, len(chunk))
         for k, t in enumerate(TEMPERATURE_GRID):  # every T while the rows are in cache
-            torch.softmax(torch.div(chunk, t, out=scaled), dim=1, out=probs)
+            softmax(torch.div(chunk, t, out=scaled), out=probs)
             torch.amax(probs, dim=1, out=confidence[k])
         right = correct[start:stop].expand(grid, -1).clone()
         close = near[(near >= start) & (near < stop)] - start
