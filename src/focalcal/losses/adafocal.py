@@ -28,7 +28,7 @@ from torch import Tensor
 from focalcal.losses._common import Reduction, check_inputs, nll, reduce_loss
 from focalcal.losses.hooks import EpochStart
 from focalcal.losses.modules import WeightedLoss
-from focalcal.metrics.binning import equal_mass_edges
+from focalcal.metrics.binning import equal_mass_edges, histogram
 
 
 def adafocal_loss(
@@ -144,8 +144,8 @@ class AdaFocalLoss(WeightedLoss):
         # Bin b holds edges[b] <= confidence < edges[b + 1] (the last bin up to 1), as in
         # training; an empty bin (ties) has no gap and keeps its γ.
         index = torch.bucketize(confidence, edges[1:-1], right=True)
-        count = torch.bincount(index, minlength=num_bins).double()
-        gap = (torch.bincount(index, confidence - correct, minlength=num_bins) / count).nan_to_num()
+        count = histogram(index, num_bins)  # no host sync on CUDA (bincount reads the max)
+        gap = (histogram(index, num_bins, confidence - correct) / count).nan_to_num()
         self.gammas = self.updated(self.gammas.double(), gap).to(self.gammas)
         self.edges = edges[1:-1].to(self.edges)
 
