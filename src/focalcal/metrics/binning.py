@@ -121,6 +121,23 @@ def _run_sums(prefix: Tensor, ends: Tensor) -> Tensor:
     return torch.diff(totals, prepend=prefix.new_zeros(1))
 
 
+class Scratch:
+    """Float64 and int32 memory reused from chunk to chunk by :meth:`Bins.classwise`; it grows
+    to the largest chunk it is given."""
+
+    def __init__(self) -> None:
+        self.wide: Tensor | None = None
+        self.index: Tensor | None = None
+
+    def take(self, like: Tensor) -> tuple[Tensor, Tensor]:
+        """Float64 and int32 tensors of ``like``'s shape, on its device."""
+        size = like.numel()
+        if self.wide is None or self.index is None or self.wide.numel() < size:
+            self.wide = torch.empty(size, dtype=torch.float64, device=like.device)
+            self.index = torch.empty(size, dtype=torch.int32, device=like.device)
+        return self.wide[:size].view(like.shape), self.index[:size].view(like.shape)
+
+
 @dataclass(frozen=True)
 class Bins:
     """Per-bin sums, shape ``(B,)`` for top-label bins or ``(C, B)`` for one row per class,
@@ -155,19 +172,30 @@ class Bins:
         )
 
     @classmethod
-    def classwise(cls, probs: Tensor, labels: Tensor, num_bins: int) -> Bins:
+    def classwise(
+        cls, probs: Tensor, labels: Tensor, num_bins: int, scratch: Scratch | None = None
+    ) -> Bins:
         """One row of equal-width bins per class: class ``k`` bins ``probs[:, k]`` and its
-        "correct" is ``y == k``. ``probs`` ``(M, C)``, ``labels`` ``(M,)``."""
+        "correct" is ``y == k``. ``probs`` ``(M, C)``, ``labels`` ``(M,)``. Float32 and half
+        probabilities are worked on in ``scratch``'s memory where given (chunk after chunk:
+        fresh pages for each chunk's temporaries cost as much as the arithmetic)."""
         probs, num_classes = probs.detach(), probs.shape[1]
         size, shape = num_classes * num_bins, (num_classes, num_bins)
         offsets = torch.arange(0, size, num_bins, dtype=torch.int32, device=probs.device)
-        index = equal_width_index(probs, num_bins).add_(offsets)  # class k's bins from k·B
+        if scratch is None or probs.dtype == torch.float64:
+            index = equal_width_index(probs, num_bins)
+            weights = to_fixed_point(probs)
+        else:  # as equal_width_index and to_fixed_point compute them, in place
+            wide, index = scratch.take(probs)
+            index.copy_(wide.copy_(probs).mul_(num_bins).ceil_().clamp_(1, num_bins).sub_(1))
+            weights = wide.copy_(probs).mul_(SCALE).round_()
+        index.add_(offsets)  # class k's bins from k·B
         own = index.gather(1, labels.unsqueeze(1)).view(-1)  # each sample's bin in its class
         index = index.reshape(-1)  # probs, and so index, may be a strided view (N = 1 spatial)
         return cls(
             equal_width_edges(num_bins, probs.device),
             histogram(index, size).view(shape),
-            histogram(index, size, to_fixed_point(probs).reshape(-1)).view(shape),
+            histogram(index, size, weights.reshape(-1)).view(shape),
             histogram(own, size).view(shape),
         )
 

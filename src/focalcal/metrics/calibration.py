@@ -23,6 +23,7 @@ from focalcal.metrics._inputs import (
 )
 from focalcal.metrics.binning import (
     Bins,
+    Scratch,
     check_sample_count,
 )
 
@@ -109,7 +110,10 @@ def classwise_calibration_error(
     scores, labels = checked(scores, labels, from_probs)
     check_sample_count(labels.numel())
     chunks = row_chunks(scores, labels)  # exact sums: chunks add up to one pass bit for bit
-    bins = (Bins.classwise(probabilities_of(s, from_probs), y, num_bins) for s, y in chunks)
+    scratch = Scratch()
+    bins = (
+        Bins.classwise(probabilities_of(s, from_probs), y, num_bins, scratch) for s, y in chunks
+    )
     return reduce(add, bins).calibration_error().mean()
 
 
