@@ -189,9 +189,9 @@ def top_label_of(
     flat[at] = own
     torch.gt(own, others, out=correct)
     close = (own - others).abs_() <= others * 2**-20
-    rows = close.nonzero().squeeze(1)
-    if len(rows):
-        correct[rows] = scores[rows].max(dim=1).indices == labels[rows]
+    tied = close.nonzero().squeeze(1)
+    if len(tied):
+        correct[tied] = scores[tied].max(dim=1).indices == labels[tied]
     return confidence, correct
 
 
