@@ -17,7 +17,7 @@ from focalcal.losses import (
     sample_dependent_schedule,
     scheduled_gamma,
 )
-from focalcal.losses.focal import _focal_values
+from focalcal.losses.focal import _focal_parts
 from tests.losses import reference
 
 SHAPES = [(13, 7), (4, 5, 3, 2)]  # (N, C) and (N, C, d1, d2)
@@ -123,8 +123,8 @@ def test_flsd_compares_with_the_real_threshold_not_its_rounding(dtype):
     for log_pt in (neighbours[0], nearest, neighbours[1]):
         nll = -log_pt.reshape(1)
         gamma = 5.0 if Fraction(float(log_pt)) < bound else 3.0
-        same = _focal_values(nll, FLSD_53[0], (gamma, gamma))  # one γ, the same arithmetic
-        assert _focal_values(nll, *FLSD_53).item() == same.item()
+        same = _focal_parts(nll, FLSD_53[0], (gamma, gamma), False)[0] * nll  # one γ
+        assert (_focal_parts(nll, *FLSD_53, False)[0] * nll).item() == same.item()
     if dtype == torch.float32:  # the reported case: FL-5's value, as the rule and paper's code
         assert Fraction(float(nearest)) < bound
         x, y = torch.tensor([[math.log(0.2), math.log(0.8)]]), torch.tensor([0])
@@ -222,3 +222,113 @@ def test_half_precision_logits_are_computed_in_float32():
         got = focal_loss(low, target, 2.0)
         assert got.dtype == torch.float32
         torch.testing.assert_close(got, focal_loss(low.float(), target, 2.0))
+
+
+# The focal losses compute their derivative by hand (focal._FocalLoss): against autograd on the
+# plain formula, in float64, for every schedule, reduction, weighting and shape.
+
+
+def plain_focal(logits, target, thresholds, gammas, weight=None, ignore_index=-100,
+                reduction="mean"):  # fmt: skip
+    """The focal loss as autograd differentiates it, op by op."""
+    nll = F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="none")
+    one_minus_pt = -torch.expm1(-nll)
+    if thresholds:
+        log_pt = -nll.detach()
+        gamma = torch.full_like(nll, gammas[-1])
+        for threshold, g in zip(reversed(thresholds), reversed(gammas[:-1]), strict=True):
+            gamma = torch.where(log_pt < math.log(threshold), g, gamma)
+        one_minus_pt = one_minus_pt.clamp_min(torch.finfo(nll.dtype).tiny)
+    else:
+        gamma = gammas[0]
+        if gamma < 1:
+            one_minus_pt = one_minus_pt.clamp_min(torch.finfo(nll.dtype).tiny)
+    values = one_minus_pt**gamma * nll
+    valid = target != ignore_index
+    weights = valid.to(nll.dtype)
+    if weight is not None:
+        weights = torch.where(valid, weight[torch.where(valid, target, 0)], 0.0)
+    values = values * weights
+    if reduction == "none":
+        return values
+    return values.sum() if reduction == "sum" else values.sum() / weights.sum()
+
+
+SCHEDULES = [((), (0.0,)), ((), (0.5,)), ((), (1.0,)), ((), (3.0,)), FLSD_53, FLSD_532]
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES, ids=str)
+@pytest.mark.parametrize("shape", [*SHAPES, (3, 4, 5)])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_written_out_derivative_equals_autograd_on_the_formula(schedule, shape, reduction,
+                                                               weighted):  # fmt: skip
+    logits, target, weight = make_inputs(shape, seed=31, scale=2.0)
+    weight = weight if weighted else None
+    ours_in, plain_in = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    ours = sample_dependent_focal_loss(ours_in, target, *schedule, weight, reduction=reduction)
+    plain = plain_focal(plain_in, target, *schedule, weight, reduction=reduction)
+    torch.testing.assert_close(ours, plain, rtol=1e-12, atol=1e-14)
+    grad_out = torch.rand_like(ours) + 0.5
+    # the written-out derivative, then the one recomputed for create_graph
+    for create_graph in (False, True):
+        (ours_grad,) = torch.autograd.grad(ours, ours_in, grad_out, True, create_graph)
+        (plain_grad,) = torch.autograd.grad(plain, plain_in, grad_out, True, create_graph)
+        torch.testing.assert_close(ours_grad, plain_grad, rtol=1e-10, atol=1e-14)
+    # second derivatives, along one direction
+    direction = torch.randn_like(logits)
+    (ours_hvp,) = torch.autograd.grad((ours_grad * direction).sum(), ours_in)
+    (plain_hvp,) = torch.autograd.grad((plain_grad * direction).sum(), plain_in)
+    torch.testing.assert_close(ours_hvp, plain_hvp, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("schedule", [((), (3.0,)), FLSD_532], ids=str)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_gradcheck_and_gradgradcheck_every_reduction(schedule, reduction):
+    logits, target, weight = make_inputs((4, 3, 2), seed=32, scale=1.5, ignore_fraction=0.3)
+    logits.requires_grad_()
+    for w in (None, weight):
+
+        def loss(x, w=w):
+            return sample_dependent_focal_loss(x, target, *schedule, w, reduction=reduction)
+
+        assert torch.autograd.gradcheck(loss, (logits,))
+        assert torch.autograd.gradgradcheck(loss, (logits,))
+
+
+def test_ignore_index_inside_the_class_range_has_no_gradient():
+    logits, target, _ = make_inputs((10, 4), seed=33, ignore_fraction=0.0)
+    target[::2] = 1
+    logits.requires_grad_()
+    focal_loss(logits, target, 2.0, ignore_index=1).backward()
+    assert (logits.grad[::2] == 0).all() and (logits.grad[1::2] != 0).any()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_logits_get_their_gradient_in_their_dtype(dtype):
+    logits, target, _ = make_inputs((16, 10), dtype=torch.float32)
+    low = logits.to(dtype).requires_grad_()
+    full = low.detach().float().requires_grad_()
+    sample_dependent_focal_loss(low, target).backward()
+    sample_dependent_focal_loss(full, target).backward()
+    assert low.grad.dtype == dtype
+    torch.testing.assert_close(low.grad, full.grad.to(dtype))
+
+
+def test_no_graph_without_grad():
+    logits, target, _ = make_inputs((8, 5))
+    with torch.no_grad():
+        loss = sample_dependent_focal_loss(logits.requires_grad_(), target)
+    assert loss.grad_fn is None and not loss.requires_grad
+    torch.testing.assert_close(loss, plain_focal(logits.detach(), target, *FLSD_53))
+
+
+def test_a_class_weight_that_requires_grad_is_refused_not_silently_constant():
+    logits, target = torch.randn(4, 3, requires_grad=True), torch.tensor([0, 1, 2, 1])
+    weight = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    for loss in (focal_loss, sample_dependent_focal_loss):
+        with pytest.raises(ValueError, match=r"weight requires grad.*weight\.detach\(\)"):
+            loss(logits, target, weight=weight)
+        loss(logits, target, weight=weight.detach()).backward()
+    with torch.no_grad():  # nothing is differentiated: the weight may require grad
+        focal_loss(logits, target, weight=weight)

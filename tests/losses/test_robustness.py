@@ -1,8 +1,11 @@
 """Every loss: float64 gradcheck, finite at extreme logits, clear errors on bad input."""
 
+import warnings
+
 import pytest
 import torch
 
+from focalcal._checks import ProbabilitiesAsLogitsWarning
 from focalcal.losses import (
     brier_loss,
     build_loss,
@@ -194,3 +197,18 @@ def test_all_ignored_mean_is_nan_like_torch():
 def test_int32_targets_are_accepted():
     expected = focal_loss(GOOD_LOGITS, GOOD_TARGET)
     torch.testing.assert_close(focal_loss(GOOD_LOGITS, GOOD_TARGET.int()), expected)
+
+
+@pytest.mark.parametrize("shape", [(8, 5), (4000, 10), (2, 5, 64, 64)])
+def test_probabilities_as_logits_warn_at_every_size(shape):
+    """The losses read one minimum before the whole check: of every logit while there are at
+    most 32768, else of the first row."""
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(shape, generator=g)
+    target = torch.randint(shape[1], (shape[0], *shape[2:]), generator=g)
+    with pytest.warns(ProbabilitiesAsLogitsWarning):
+        focal_loss(logits.softmax(1), target)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        focal_loss(logits, target)
+        sample_dependent_focal_loss(logits.softmax(1).log(), target)

@@ -5,11 +5,18 @@ A loss computes one value per element, shape ``(N, d1, ...)``, zero where the ta
 ``CrossEntropyLoss`` does (``mean`` divides by the summed weights of the non-ignored targets).
 
 The checks cost almost nothing on the hot path and never synchronise with an accelerator:
+- shapes, dtypes, devices: Python attributes only;
 - target range: ``F.nll_loss`` checks it anyway (an ``IndexError`` on the CPU, turned into our
   ``ValueError`` here; a device-side assertion on CUDA); losses that do not call it use
   :func:`check_target`;
 - NaN: the summed loss is read once (free on the CPU; an asynchronous assertion on CUDA), and
-  only when it is NaN are the inputs inspected to say why.
+  only when it is NaN are the inputs inspected to say why;
+- probabilities passed as logits (CPU only): one minimum is read (of all the logits while they
+  are few, else of their first row), and only when it is >= 0 does
+  :func:`~focalcal._checks.warn_if_probabilities` run its whole check.
+
+At a small batch each of these reads and each tensor op costs a few µs whatever its size, as
+much as the arithmetic of the loss itself: keep their number down.
 """
 
 from __future__ import annotations
@@ -21,10 +28,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from focalcal._checks import check_class_indices, check_scores, warn_if_probabilities
+from focalcal._checks import (
+    check_class_indices,
+    check_scores,
+    first_row,
+    warn_if_probabilities,
+)
 
 Reduction = Literal["mean", "sum", "none"]
 REDUCTIONS: tuple[str, ...] = ("mean", "sum", "none")
+_PROBE_ALL_UP_TO = 32768  # elements: up to this many, the probability probe reads every logit
 
 
 def check_reduction(reduction: str) -> None:
@@ -48,7 +61,13 @@ def check_inputs(
     check_scores(logits, "logits")
     check_class_indices(logits, target, ("logits", "target"))
     check_reduction(reduction)
-    warn_if_probabilities(logits)  # softmax output passed as logits (CPU only: no sync)
+    # Softmax output passed as logits (CPU only: no sync). Probabilities are >= 0, so a negative
+    # minimum rules a batch out before the whole check: the minimum of every logit while they
+    # are few (cheaper than indexing the first row), else of the first row.
+    if logits.is_cpu and logits.numel():
+        probe = logits.detach()
+        if float((probe if probe.numel() <= _PROBE_ALL_UP_TO else first_row(probe)).min()) >= 0:
+            warn_if_probabilities(logits)
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()
     if weight is not None:
@@ -64,7 +83,7 @@ def check_inputs(
         elif not weight.isfinite().all():
             raise ValueError("weight holds NaN or infinite values")
         weight = weight.to(logits.dtype)
-    return logits, target.long(), weight
+    return logits, target if target.dtype == torch.int64 else target.long(), weight
 
 
 def nll(log_probs: Tensor, target: Tensor, ignore_index: int) -> Tensor:
@@ -133,26 +152,37 @@ def reduce_loss(
         if not weighted:
             values = values * weights
     total = values.sum()
-    _check_not_nan(total, logits, target, ignore_index)
+    if is_nan(total):
+        raise nan_error(logits, target, ignore_index)
     if reduction == "none":
         return values
     if reduction == "sum":
         return total
     if weights is None:
-        return total / (target != ignore_index).sum(dtype=total.dtype)
+        return total / count_kept(target, ignore_index)
     return total / weights.sum()
 
 
-def _check_not_nan(total: Tensor, logits: Tensor, target: Tensor, ignore_index: int) -> None:
-    # Every loss is >= 0 per element, so the sum is NaN exactly when one element is.
-    if total.device.type == "cuda":
-        message = "the loss is NaN: logits hold NaN or +inf"
-        torch._assert_async(~total.isnan(), message)
-    elif math.isnan(total.detach()):
-        kept = logits.movedim(1, -1)[target != ignore_index]
-        counts = [int(kept.isnan().sum()), int((kept == math.inf).sum())]
-        counts.append(int((kept == -math.inf).sum()))
-        raise ValueError(
-            "the loss is NaN: logits hold non-finite values at non-ignored targets "
-            "(NaN: {}, +inf: {}, -inf: {})".format(*counts)
-        )
+def count_kept(target: Tensor, ignore_index: int) -> Tensor:
+    """The number of targets that are not ``ignore_index``, an int64 0-d tensor."""
+    return torch.count_nonzero(target != ignore_index)
+
+
+def is_nan(total: Tensor) -> bool:
+    """Whether a summed loss is NaN (every loss is >= 0 per element, so the sum is NaN exactly
+    when one element is). On CUDA an asynchronous assertion fails instead, and this is False."""
+    if total.is_cuda:
+        torch._assert_async(~total.isnan(), "the loss is NaN: logits hold NaN or +inf")
+        return False
+    return math.isnan(total.item())
+
+
+def nan_error(logits: Tensor, target: Tensor, ignore_index: int) -> ValueError:
+    """The error for a NaN loss, counting the non-finite logits at non-ignored targets."""
+    kept = logits.detach().movedim(1, -1)[target != ignore_index]
+    counts = [int(kept.isnan().sum()), int((kept == math.inf).sum())]
+    counts.append(int((kept == -math.inf).sum()))
+    return ValueError(
+        "the loss is NaN: logits hold non-finite values at non-ignored targets "
+        "(NaN: {}, +inf: {}, -inf: {})".format(*counts)
+    )
