@@ -26,11 +26,15 @@ whatever the input's. Every per-bin sum is exact and every per-sample value depe
 alone, so the results do not depend on it (tested down to chunks of two rows)."""
 
 
-def row_chunks(scores: Tensor, labels: Tensor) -> Iterator[tuple[Tensor, Tensor]]:
-    """Checked ``(M, C)`` scores and ``(M,)`` labels, about :data:`CHUNK_ELEMENTS` values at a
-    time, and never one row alone out of several: torch sums the C values of a lone row on all
-    its threads (for C >= 2^15), which rounds its Brier score otherwise than within a batch."""
-    total, rows = len(labels), max(2, CHUNK_ELEMENTS // scores.shape[1])
+def row_chunks(
+    scores: Tensor, labels: Tensor, elements: int | None = None
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """Checked ``(M, C)`` scores and ``(M,)`` labels, about ``elements`` (by default
+    :data:`CHUNK_ELEMENTS`) values at a time, and never one row alone out of several: torch
+    sums the C values of a lone row on all its threads (for C >= 2^15), which rounds its Brier
+    score otherwise than within a batch."""
+    elements = CHUNK_ELEMENTS if elements is None else elements
+    total, rows = len(labels), max(2, elements // scores.shape[1])
     sizes = [rows] * (total // rows) + ([total % rows] if total % rows else [])
     if len(sizes) > 1 and sizes[-1] == 1:
         sizes[-2:] = [rows + 1]
@@ -138,7 +142,7 @@ def top_label(scores: TensorLike, labels: TensorLike, from_probs: bool) -> tuple
     confidence = flat.new_empty(len(labels))
     correct = torch.empty(len(labels), dtype=torch.bool, device=flat.device)
     buffer, start = None, 0
-    for chunk, chunk_labels in row_chunks(flat, labels):
+    for chunk, chunk_labels in row_chunks(flat, labels, 4 * CHUNK_ELEMENTS):
         stop = start + len(chunk_labels)
         if buffer is None or len(buffer) < len(chunk):  # the last chunk may hold one row more
             buffer = torch.empty_like(chunk)

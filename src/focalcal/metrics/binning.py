@@ -115,6 +115,18 @@ def _at_or_below(edges: Tensor, dtype: torch.dtype) -> Tensor:
     return torch.where(near.double() > edges, below, near)
 
 
+def _sorted(values: Tensor) -> Tensor:
+    if values.device.type == "cpu":
+        return torch.from_numpy(np.sort(values.numpy()))
+    return torch.sort(values).values
+
+
+def _ends(sorted_values: Tensor, inner_edges: Tensor) -> Tensor:
+    """Where each bin ends in ``sorted_values`` (exclusive), the last bin at the end."""
+    ends = torch.searchsorted(sorted_values, inner_edges, right=True)
+    return torch.cat([ends, ends.new_tensor([len(sorted_values)])])
+
+
 def _run_sums(prefix: Tensor, ends: Tensor) -> Tensor:
     """Sums of consecutive runs ending (exclusively) at ``ends``, from inclusive prefix sums."""
     totals = torch.cat([prefix.new_zeros(1), prefix])[ends]
@@ -201,34 +213,26 @@ class Bins:
 
     @classmethod
     def equal_mass(cls, confidence: Tensor, correct: Tensor, num_bins: int) -> Bins:
-        """Bins of top-label confidences ``(M,)`` in [0, 1] with their correctness ``(M,)``,
-        between the :func:`equal_mass_edges` of the confidences (AdaECE's bins).
+        """Bins of top-label confidences ``(M,)`` with their correctness ``(M,)``, between the
+        :func:`equal_mass_edges` of the confidences (AdaECE's bins).
 
-        One sort, of keys ``2 · bits(confidence) + correct``: the bit patterns of floats >= 0
-        order as the floats, so the sorted keys give the sorted confidences, each with its
-        correctness, and every bin is a run of them (no per-sample search). Its sums are
-        differences of exact prefix sums. On the CPU numpy's sort (vectorised) sorts them."""
-        values = confidence.detach() + 0.0  # -0.0 (a probability) as +0.0, whose bits sort
-        if values.dtype != torch.float32:
+        Two sorts, of the confidences and of those of the right predictions (numpy's
+        vectorised sort on the CPU), and no per-sample search: every bin is a run of each
+        sorted array, found by searching its edges in them; the sums are differences of
+        exact prefix sums."""
+        values = confidence.detach()
+        if values.dtype not in (torch.float32, torch.float64):
             values = values.double()
-        integer = torch.int32 if values.dtype == torch.float32 else torch.int64
-        keys = values.view(integer).long().mul_(2).add_(correct.detach())
-        if keys.device.type == "cpu":
-            keys = torch.from_numpy(np.sort(keys.numpy()))
-        else:
-            keys = torch.sort(keys).values
-        right = keys.bitwise_and(1).double().cumsum_(0)
-        values = keys.bitwise_right_shift_(1).to(integer).view(values.dtype)
+        values, hits = _sorted(values), _sorted(values[correct.detach().bool()])
         edges = equal_mass_edges(values, num_bins)
         # bin b holds (edges[b], edges[b + 1]]: it ends after the values <= its upper edge
-        ends = torch.searchsorted(values, _at_or_below(edges[1:-1], values.dtype), right=True)
-        ends = torch.cat([ends, ends.new_tensor([len(values)])])
-        confidence_sums = to_fixed_point(values).cumsum_(0)
+        inner = _at_or_below(edges[1:-1], values.dtype)
+        ends = _ends(values, inner)
         return cls(
             edges,
             torch.diff(ends, prepend=ends.new_zeros(1)).double(),
-            _run_sums(confidence_sums, ends),
-            _run_sums(right, ends),
+            _run_sums(to_fixed_point(values).cumsum_(0), ends),
+            torch.diff(_ends(hits, inner), prepend=ends.new_zeros(1)).double(),
         )
 
     def __add__(self, other: Bins) -> Bins:
