@@ -101,8 +101,8 @@ with open("/proc/self/status") as status:  # not ru_maxrss, which holds the pare
 print(json.dumps({"input": logits.nbytes, "extra": peak - before}))
 """
 # A chunk's temporaries (its probabilities, bin indices, fixed-point values and float64 NLL and
-# Brier terms: about 16 bytes per value of a chunk of 2^18, 4 MiB) plus torch's and glibc's
-# bookkeeping: measured 2 to 16 MiB for inputs of 80 KB to 80 MB, whatever their shape.
+# Brier terms: about 16 bytes per value of a chunk of 2^20, 16 MiB) plus torch's and glibc's
+# bookkeeping (2 to 16 MiB measured for inputs of 80 KB to 80 MB with chunks of 2^18).
 ALLOWANCE = 32 * MIB
 
 

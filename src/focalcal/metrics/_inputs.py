@@ -19,10 +19,11 @@ from focalcal._checks import (
     probability_tolerance,
 )
 
-CHUNK_ELEMENTS = 2**18
-"""The metrics read the scores in chunks of rows holding about this many values (1 MiB of
+CHUNK_ELEMENTS = 2**20
+"""The metrics read the scores in chunks of rows holding about this many values (4 MiB of
 float32), so their temporaries (probabilities, bin indices, float64 sums) stay a fixed size
-whatever the input's. Every per-bin sum is exact and every per-sample value depends on its row
+whatever the input's: about 16 MiB. (Each chunk costs a few dozen tensor ops, a few µs each
+whatever their size; chunks of 2^18 values made Classwise-ECE 1.4x slower at 10 000 × 100.) Every per-bin sum is exact and every per-sample value depends on its row
 alone, so the results do not depend on it (tested down to chunks of two rows)."""
 
 
@@ -142,7 +143,7 @@ def top_label(scores: TensorLike, labels: TensorLike, from_probs: bool) -> tuple
     confidence = flat.new_empty(len(labels))
     correct = torch.empty(len(labels), dtype=torch.bool, device=flat.device)
     buffer, start = None, 0
-    for chunk, chunk_labels in row_chunks(flat, labels, 4 * CHUNK_ELEMENTS):
+    for chunk, chunk_labels in row_chunks(flat, labels):
         stop = start + len(chunk_labels)
         if buffer is None or len(buffer) < len(chunk):  # the last chunk may hold one row more
             buffer = torch.empty_like(chunk)
