@@ -23,8 +23,9 @@ CHUNK_ELEMENTS = 2**20
 """The metrics read the scores in chunks of rows holding about this many values (4 MiB of
 float32), so their temporaries (probabilities, bin indices, float64 sums) stay a fixed size
 whatever the input's: about 16 MiB. (Each chunk costs a few dozen tensor ops, a few µs each
-whatever their size; chunks of 2^18 values made Classwise-ECE 1.4x slower at 10 000 × 100.) Every per-bin sum is exact and every per-sample value depends on its row
-alone, so the results do not depend on it (tested down to chunks of two rows)."""
+whatever their size; chunks of 2^18 values made Classwise-ECE 1.4x slower at 10 000 × 100.)
+Every per-bin sum is exact and every per-sample value depends on its row alone, so the results
+do not depend on it (tested down to chunks of two rows)."""
 
 
 def row_chunks(
