@@ -266,15 +266,20 @@ TU_FILES = (
 )
 
 
+_ROOTS: dict[str, Path] = {}
+
+
 def load_by_path(package: str, files: Sequence[str]) -> dict[str, types.ModuleType]:
     """``files`` (paths inside ``package``'s folder) as modules, under stub packages that hold
     nothing but what is loaded into them (each module's classes are also set on its package,
     as the package's ``__init__`` would); the package's own ``__init__`` files never run.
     Raises what a file's import raises (ModuleNotFoundError if ``package`` is not installed)."""
-    spec = importlib.util.find_spec(package)  # locates the folder, runs nothing
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(f"{package} is not installed")
-    root = Path(next(iter(spec.submodule_search_locations)))
+    if package not in _ROOTS:  # found before its stub hides it; several calls may load more
+        spec = importlib.util.find_spec(package)  # locates the folder, runs nothing
+        if spec is None or not spec.submodule_search_locations:
+            raise ModuleNotFoundError(f"{package} is not installed")
+        _ROOTS[package] = Path(next(iter(spec.submodule_search_locations)))
+    root = _ROOTS[package]
     loaded = {}
     for file in files:
         parts = file.removesuffix(".py").split("/")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import logging
 import math
 import shutil
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _anchors import load_by_path
 from _timing import Goals, machine, paired_times
 from torch import Tensor
 
@@ -65,42 +65,15 @@ TU_MODULES = (
 
 def load_torch_uncertainty() -> tuple[dict[str, types.ModuleType], str]:
     """The calibration modules that loaded (by short name) and why the others did not."""
-    spec = importlib.util.find_spec("torch_uncertainty")  # locates the folder, runs nothing
-    if spec is None or not spec.submodule_search_locations:
-        return {}, "torch_uncertainty is not installed"
-    root = Path(next(iter(spec.submodule_search_locations))) / "post_processing"
-
-    def stub(name: str) -> types.ModuleType:
-        module = types.ModuleType(name)
-        module.__path__ = []  # a package in which nothing can be found but what is put there
-        sys.modules[name] = module
-        return module
-
-    def by_path(name: str, path: Path) -> types.ModuleType:
-        file_spec = importlib.util.spec_from_file_location(name, path)
-        assert file_spec is not None and file_spec.loader is not None
-        module = importlib.util.module_from_spec(file_spec)
-        sys.modules[name] = module
-        try:
-            file_spec.loader.exec_module(module)
-        except BaseException:
-            del sys.modules[name]
-            raise
-        return module
-
-    stub("torch_uncertainty")
-    post_processing = stub("torch_uncertainty.post_processing")
-    try:
-        abstract = by_path("torch_uncertainty.post_processing.abstract", root / "abstract.py")
-    except Exception as error:  # any failure: the library is unavailable
+    try:  # any failure here: the library is unavailable
+        load_by_path("torch_uncertainty", ["post_processing/abstract.py"])
+    except Exception as error:
         return {}, f"post_processing/abstract.py: {type(error).__name__}: {error}"
-    post_processing.PostProcessing = abstract.PostProcessing  # type: ignore[attr-defined]
-    stub("torch_uncertainty.post_processing.calibration")
     loaded, failed = {}, []
     for short in TU_MODULES:
-        name = f"torch_uncertainty.post_processing.calibration.{short}"
         try:
-            loaded[short] = by_path(name, root / "calibration" / f"{short}.py")
+            path = f"post_processing/calibration/{short}.py"
+            loaded.update(load_by_path("torch_uncertainty", [path]))
         except Exception as error:
             failed.append(f"{short}.py: {type(error).__name__}: {error}")
     return loaded, "; ".join(failed)
