@@ -19,6 +19,7 @@ from focalcal.scaling import (
     TemperatureScaled,
     ece_per_temperature,
     fit_temperature,
+    temperature,
 )
 
 GRID = [float(Fraction(k, 10)) for k in range(1, 101)]  # the decimals 0.1 ... 10.0, rounded once
@@ -174,6 +175,86 @@ def test_ece_follows_the_metric_where_rounding_ties_the_top_two_probabilities():
     assert torch.equal(
         ece_per_temperature(logits, labels), torch.tensor(errors, dtype=torch.float64)
     )
+
+
+def grid_argmin(logits, labels, num_bins=15):
+    """The first grid T with the lowest ECE of ece_per_temperature (equal to the metric's, bit
+    for bit: tested above), NaN (overflow) never."""
+    errors = ece_per_temperature(logits, labels, num_bins)
+    return GRID[int(errors.nan_to_num(nan=math.inf).argmin())]
+
+
+def search_inputs(seed):
+    """Inputs of every kind the search meets: calibrated or not, one-sided or two-sided (the
+    bins over- and under-confident at once), labels independent of the logits, integer logits
+    (ties), nearly tied top two, several bin counts, float64."""
+    g = torch.Generator().manual_seed(seed)
+    n, c = (
+        int(torch.randint(2, 3000, (1,), generator=g)),
+        int(torch.randint(2, 60, (1,), generator=g)),
+    )
+    z = torch.randn(n, c, generator=g) * float(torch.rand(1, generator=g)) * 10
+    t = float(torch.rand(1, generator=g)) * 5 + 0.05
+    p = torch.softmax(z / t, dim=1)
+    if seed % 4 == 1:  # two-sided: sharper where confident, flatter where not
+        p = torch.softmax(z * torch.where(p.amax(1, keepdim=True) > 0.5, 0.5, 2.0), dim=1)
+    labels = torch.multinomial(p, 1, generator=g).squeeze(1)
+    if seed % 7 == 0:
+        z = z.round()
+    if seed % 11 == 0:
+        labels = torch.randint(0, c, (n,), generator=g)
+    if seed % 13 == 0:  # the top two of some rows a few ulps apart
+        z[: n // 3, 1] = torch.nextafter(z[: n // 3, 0], torch.tensor(math.inf))
+    num_bins = int(torch.randint(1, 30, (1,), generator=g))
+    return (z.double() if seed % 5 == 0 else z), labels, num_bins
+
+
+@pytest.mark.parametrize("sample_rows", [16, 10**9], ids=["bisect-a-sample", "bisect-all-rows"])
+def test_the_ece_search_picks_the_argmin_of_the_whole_grid(monkeypatch, sample_rows):
+    monkeypatch.setattr(temperature, "_SAMPLE_ROWS", sample_rows)
+    for seed in range(60):
+        logits, labels, num_bins = search_inputs(seed)
+        assert fit_temperature(logits, labels, "ece", num_bins) == grid_argmin(
+            logits, labels, num_bins
+        ), seed
+
+
+def test_every_lower_bound_of_the_search_lies_below_the_ece_it_bounds():
+    g = torch.Generator().manual_seed(0)
+    for seed in range(12):
+        logits, labels, num_bins = search_inputs(seed)
+        scores = logits.double() if logits.dtype == torch.float64 else logits
+        grid = temperature._Grid(scores, labels, num_bins)
+        errors = grid.bins(range(len(GRID))).calibration_error().tolist()
+        rounding = temperature._rounding(scores.shape[1], float(scores.abs().max()))
+        for _ in range(10):  # the bounds from random sets of computed T
+            computed = temperature._Computed(grid)
+            computed.compute(torch.randperm(len(GRID), generator=g)[: seed + 1].tolist())
+            for k, bound in temperature._lower_bounds(computed, 0, rounding).items():
+                assert bound <= errors[k], (seed, k, bound, errors[k])
+
+
+def test_the_ece_search_computes_few_temperatures_and_skips_those_that_overflow(monkeypatch):
+    computed = []
+    bins = temperature._Grid.bins
+    monkeypatch.setattr(
+        temperature._Grid,
+        "bins",
+        lambda grid, which: computed.append((len(grid.labels), list(which))) or bins(grid, which),
+    )
+    true, labels = sample(20000, 10, seed=3, scale=2.0, dtype=torch.float32)
+    t = fit_temperature(2.5 * true, labels)
+    # on every row, the T beside the crossing, then outwards (the bisection: on 1/16 of them)
+    on_every_row = sum(len(which) for rows, which in computed if rows == 20000)
+    assert t == grid_argmin(2.5 * true, labels)
+    assert on_every_row <= 20  # of the grid's 100 (6 where this was written)
+    # logits / T overflows float32 for T <= 0.2: those T are never computed, nor chosen
+    huge = torch.tensor([[1e38, 0.0], [0.0, 1e38], [1e38, 0.0]])
+    computed.clear()
+    t = fit_temperature(huge, torch.tensor([0, 1, 1]))
+    assert min(k for _, which in computed for k in which) == 2
+    assert t == grid_argmin(huge, torch.tensor([0, 1, 1]))
+    assert ece_per_temperature(huge, torch.tensor([0, 1, 1]))[:3].isnan().tolist() == [1, 1, 0]
 
 
 # --- both objectives ------------------------------------------------------------------------

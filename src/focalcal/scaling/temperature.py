@@ -9,6 +9,7 @@ validation split, never on the test split. T > 0 keeps the argmax, hence the acc
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any, Literal
 
 import torch
@@ -17,6 +18,7 @@ from torch import Tensor, nn
 from focalcal._checks import TensorLike
 from focalcal.metrics._inputs import check_num_bins, checked, row_chunks, softmax
 from focalcal.metrics.binning import (
+    SCALE,
     Bins,
     check_sample_count,
     equal_width_edges,
@@ -31,6 +33,7 @@ T_MIN, T_MAX = 0.01, 100.0  # the range of the "nll" objective
 TOLERANCE = 1e-4  # the "nll" objective's guaranteed |T - T*|
 _BLOCK = 2**18  # elements per block of the "nll" objective's float64 work on the CPU
 _NEWTON_STEPS, _BISECTIONS = 20, 30  # 23 halvings of log(T_MAX / T_MIN) reach TOLERANCE
+_SAMPLE_ROWS = 512  # at least this many rows (else 1/16 of them) locate the ECE minimum
 
 
 def fit_temperature(
@@ -39,8 +42,9 @@ def fit_temperature(
     r"""The temperature T that best calibrates ``softmax(logits / T)`` on these (validation) data.
 
     - ``"ece"`` (the paper's protocol): the T in :data:`TEMPERATURE_GRID` (0.1, 0.2, …, 10.0)
-      with the lowest ``expected_calibration_error(logits / T, labels, num_bins)``, from
-      :func:`ece_per_temperature`; the smallest T on ties.
+      with the lowest ``expected_calibration_error(logits / T, labels, num_bins)``, the
+      smallest T on ties: the argmin of :func:`ece_per_temperature`, found by computing only
+      the T that a lower bound cannot rule out (typically a dozen; docs/metrics.md).
     - ``"nll"``: the T in [``T_MIN``, ``T_MAX``] = [0.01, 100] minimising the mean NLL. Over
       :math:`\beta = 1/T`, :math:`f(\beta) = \mathrm{mean}_i(\operatorname{logsumexp}(\beta z_i)
       - \beta z_{iy_i})` is convex: :math:`f' = \mathrm{mean}_i(E_p[z_i] - z_{iy_i})`,
@@ -74,15 +78,11 @@ def fit_temperature(
     """
     if objective not in ("ece", "nll"):
         raise ValueError(f"objective must be 'ece' or 'nll', got {objective!r}")
-    if objective == "ece":  # argmin: the first of equal minima
-        errors = ece_per_temperature(logits, labels, num_bins)
-        # logits / T overflows for the smallest T when |logits| nears the dtype's maximum: the
-        # ECE there is NaN and such a T is never chosen
-        if bool(errors.isnan().all()):
-            raise ValueError("logits / T overflows for every T of the grid: logits too large")
-        return TEMPERATURE_GRID[int(errors.nan_to_num(nan=math.inf).argmin())]
     check_num_bins(num_bins)
     scores, labels = checked(logits, labels, from_probs=False)
+    if objective == "ece":
+        check_sample_count(labels.numel())
+        return _fit_ece(scores.detach(), labels, num_bins)
     return _fit_nll(scores.detach(), labels)
 
 
@@ -96,7 +96,8 @@ def ece_per_temperature(logits: TensorLike, labels: TensorLike, num_bins: int = 
     buffers; the confidences of every T are then binned together (one index, three counts).
     Each T still costs a division and a softmax of the logits, about 1.4 softmaxes: the
     confidence is 1 / Σ_k exp(z_k / T − max z / T), and equalling the metric to the last bit
-    needs every one of those exponentials, rounded as the metric's softmax rounds them.
+    needs every one of those exponentials, rounded as the metric's softmax rounds it.
+    (:func:`fit_temperature` needs only the argmin, and bounds most T instead of computing them.)
 
     Example:
         >>> import torch
@@ -107,39 +108,181 @@ def ece_per_temperature(logits: TensorLike, labels: TensorLike, num_bins: int = 
     check_num_bins(num_bins)
     scores, labels = checked(logits, labels, from_probs=False)
     check_sample_count(labels.numel())
-    scores = scores.detach()
-    top, prediction = scores.max(dim=1)
-    correct = prediction == labels
-    # Rounding logits / T can make the top two equal where the logits differ by a few ulps, and
-    # the metric then predicts the first of them. Rows that close (1000 ulps; usually none) get
-    # the metric's argmax of logits / T for every T.
-    second = scores.scatter(1, prediction.unsqueeze(1), -math.inf).amax(dim=1)
-    eps = torch.finfo(scores.dtype).eps
-    near = (top - second <= 1000 * eps * (1 + top.abs())).nonzero().squeeze(1)
-    grid, size = len(TEMPERATURE_GRID), len(TEMPERATURE_GRID) * num_bins
-    offsets = torch.arange(0, size, num_bins, dtype=torch.int32, device=scores.device)
-    sums = torch.zeros(3, size, dtype=torch.float64, device=scores.device)
-    start = 0
-    for chunk, chunk_labels in row_chunks(scores, labels):  # buffers of a fixed size
-        stop = start + len(chunk)
-        scaled, probs = torch.empty_like(chunk), torch.empty_like(chunk)
-        confidence = chunk.new_empty(grid, len(chunk))
-        for k, t in enumerate(TEMPERATURE_GRID):  # every T while the rows are in cache
-            softmax(torch.div(chunk, t, out=scaled), out=probs)
-            torch.amax(probs, dim=1, out=confidence[k])
-        right = correct[start:stop].expand(grid, -1).clone()
-        close = near[(near >= start) & (near < stop)] - start
-        for k, t in enumerate(TEMPERATURE_GRID):
-            if len(close):
+    grid = _Grid(scores.detach(), labels, num_bins)
+    return grid.bins(range(len(TEMPERATURE_GRID))).calibration_error()
+
+
+class _Grid:
+    """The metric's top-label bins of ``logits / T`` for any T of the grid, a subset at a time."""
+
+    def __init__(self, scores: Tensor, labels: Tensor, num_bins: int) -> None:
+        self.scores, self.labels, self.num_bins = scores, labels, num_bins
+        top, prediction = scores.max(dim=1)
+        self.correct = prediction == labels
+        # Rounding logits / T can make the top two equal where the logits differ by a few ulps,
+        # and the metric then predicts the first of them. Rows that close (1000 ulps; usually
+        # none) get the metric's argmax of logits / T for every T.
+        second = scores.scatter(1, prediction.unsqueeze(1), -math.inf).amax(dim=1)
+        eps = torch.finfo(scores.dtype).eps
+        self.near = (top - second <= 1000 * eps * (1 + top.abs())).nonzero().squeeze(1)
+        right, n = int(self.correct.sum()) - int(self.correct[self.near].sum()), len(labels)
+        self.accuracy = (right / n, (right + len(self.near)) / n)  # near rows: either way
+        self._buffers: Tensor | None = None  # logits / T and its softmax, reused pass to pass
+
+    def bins(self, which: Iterable[int]) -> Bins:
+        """Bins of shape ``(len(which), num_bins)``: grid T number k for each k of ``which``."""
+        temperatures = [TEMPERATURE_GRID[k] for k in which]
+        scores, labels, num_bins, grid = self.scores, self.labels, self.num_bins, len(temperatures)
+        size, device = grid * num_bins, scores.device
+        offsets = torch.arange(0, size, num_bins, dtype=torch.int32, device=device)
+        sums = torch.zeros(3, size, dtype=torch.float64, device=device)
+        start = 0
+        for chunk, chunk_labels in row_chunks(scores, labels):  # buffers of a fixed size
+            stop = start + len(chunk)
+            if self._buffers is None or self._buffers[0].numel() < chunk.numel():
+                self._buffers = chunk.new_empty(2, chunk.numel())  # fresh pages cost a softmax
+            scaled, probs = (b[: chunk.numel()].view_as(chunk) for b in self._buffers)
+            confidence = chunk.new_empty(grid, len(chunk))
+            for k, t in enumerate(temperatures):  # every T while the rows are in cache
+                softmax(torch.div(chunk, t, out=scaled), out=probs)
+                torch.amax(probs, dim=1, out=confidence[k])
+            right = self.correct[start:stop].expand(grid, -1).clone()
+            close = self.near[(self.near >= start) & (self.near < stop)] - start
+            for k, t in enumerate(temperatures if len(close) else ()):
                 right[k, close] = (chunk[close] / t).max(dim=1).indices == chunk_labels[close]
-        index = equal_width_index(confidence, num_bins).add_(offsets.unsqueeze(1)).view(-1)
-        sums[0] += histogram(index, size)
-        sums[1] += histogram(index, size, to_fixed_point(confidence).view(-1))
-        sums[2] += histogram(index, size, right.view(-1).double())
-        start = stop
-    count, confidence_sum, right_sum = sums.view(3, grid, num_bins)
-    edges = equal_width_edges(num_bins, scores.device)
-    return Bins(edges, count, confidence_sum, right_sum).calibration_error()
+            index = equal_width_index(confidence, num_bins)
+            # NaN where logits / T overflows: any bin, and the NaN weight makes that T's ECE NaN
+            index.clamp_(0, num_bins - 1).add_(offsets.unsqueeze(1))
+            index = index.view(-1)
+            sums[0] += histogram(index, size)
+            sums[1] += histogram(index, size, to_fixed_point(confidence).view(-1))
+            sums[2] += histogram(index, size, right.view(-1).double())
+            start = stop
+        count, confidence_sum, right_sum = sums.view(3, grid, num_bins)
+        return Bins(equal_width_edges(num_bins, device), count, confidence_sum, right_sum)
+
+
+def _fit_ece(scores: Tensor, labels: Tensor, num_bins: int) -> float:
+    """The argmin over the grid of ``ece_per_temperature``, the first of equal minima, computing
+    the ECE of only the T that could be it.
+
+    The ECE is at least |mean confidence − accuracy| (all samples in one bin), and the exact
+    confidence 1 / Σ_k exp((z_k − max z) / T) falls as T grows. So once some T are computed,
+    every other T' has a lower bound: its mean confidence lies below that of the nearest
+    computed T under it and above that of the nearest computed T over it, each widened by the
+    rounding of the metric's float confidences (:func:`_rounding`); the accuracy is fixed but
+    for the rows whose prediction rounding may change. A T' whose bound exceeds the lowest ECE
+    computed can be neither the minimum nor tied with it, and is never computed.
+
+    The search: the sign change of mean confidence − accuracy is found by bisection on about
+    1/16 of the rows; the T beside it are computed on all rows, then the nearest T still
+    unbounded on each side of the best, until none is left. Typically a dozen T are computed;
+    where the ECE barely moves with T, all of them may be.
+    """
+    n = len(labels)
+    # logits / T overflows for the smallest T when |logits| nears the dtype's maximum: the ECE
+    # there is NaN (the metric's softmax of inf), and such a T is never chosen
+    largest = scores.abs().amax().reshape(1)
+    temperatures = torch.tensor(TEMPERATURE_GRID, dtype=scores.dtype, device=scores.device)
+    finite = torch.div(largest, temperatures).isfinite().tolist()
+    first = finite.index(True)  # the smallest T overflow, if any; T >= 1 never does
+    full = _Computed(_Grid(scores, labels, num_bins))
+    step = n // max(_SAMPLE_ROWS, n // 16)  # 1: the bisection computes on every row
+    sample = full if step <= 1 else _Computed(_Grid(scores[::step], labels[::step], num_bins))
+    full.compute([k for k in _crossing(sample, first) if k not in full.errors])  # may be none
+    rounding = _rounding(scores.shape[1], float(largest))
+    while True:
+        best = min(full.errors.values())
+        k_best = min(k for k, e in full.errors.items() if e == best)
+        bounds = _lower_bounds(full, first, rounding)
+        unbounded = sorted(k for k, bound in bounds.items() if bound <= best)
+        if not unbounded:
+            return TEMPERATURE_GRID[k_best]
+        below = [k for k in unbounded if k < k_best]
+        above = [k for k in unbounded if k > k_best]
+        full.compute(below[-1:] + above[:1])
+
+
+class _Computed:
+    """The ECE and mean confidence of the grid T computed so far on one :class:`_Grid`."""
+
+    def __init__(self, grid: _Grid) -> None:
+        self.grid = grid
+        self.errors: dict[int, float] = {}  # NaN (overflow) as inf: never the minimum
+        self.means: dict[int, float] = {}  # finite ones, from the fixed-point sums of the ECE
+        self.over: dict[int, bool] = {}  # mean confidence >= accuracy
+
+    def compute(self, which: list[int]) -> None:
+        if not which:
+            return
+        bins = self.grid.bins(which)
+        confidence, right = bins.confidence.sum(-1), bins.correct.sum(-1) * SCALE
+        values = zip(
+            which,
+            bins.calibration_error().tolist(),
+            (confidence / (len(self.grid.labels) * SCALE)).tolist(),
+            (confidence >= right).tolist(),
+            strict=True,
+        )
+        for k, error, mean, over in values:
+            self.errors[k], self.over[k] = (math.inf if math.isnan(error) else error), over
+            if math.isfinite(mean):
+                self.means[k] = mean
+
+
+def _crossing(computed: _Computed, first: int) -> list[int]:
+    """Adjacent grid T numbers around which mean confidence − accuracy changes sign (the
+    confidence falls with T), by bisection: where the ECE is likely low."""
+    last = len(TEMPERATURE_GRID) - 1
+
+    def over(k: int) -> bool:
+        if k not in computed.over:
+            computed.compute([k])
+        return computed.over[k]
+
+    if not over(first):  # under-confident at every T
+        return [first, min(first + 1, last)]
+    if over(last):
+        return [max(last - 1, first), last]
+    lo, hi = first, last
+    while hi - lo > 1:
+        middle = (lo + hi) // 2
+        lo, hi = (middle, hi) if over(middle) else (lo, middle)
+    return [lo, hi]
+
+
+def _rounding(num_classes: int, largest: float) -> list[float]:
+    """Per grid T, a bound on the relative rounding error of the metric's confidence of
+    logits / T: four times the first-order sum of logits / T (2^-24 |z| / T each, so 2^-22
+    max|z| / T on z_k − max z), the exponentials (a few ulps), their sum (C ulps) and the
+    division."""
+    return [4 * ((num_classes + 8) * 2**-24 + 2**-22 * largest / t) for t in TEMPERATURE_GRID]
+
+
+def _lower_bounds(computed: _Computed, first: int, rounding: list[float]) -> dict[int, float]:
+    """A lower bound on the ECE at each grid T number from ``first`` not yet computed, from the
+    mean confidence of the nearest computed T on each side (the fixed-point confidences lie
+    within 2^-25 of the float ones) and the accuracy's range."""
+    accuracy, means = computed.grid.accuracy, computed.means
+    slack, grid = 2**-24, range(first, len(TEMPERATURE_GRID))
+    lower: dict[int, int | None] = {}  # the nearest computed T number below each k
+    last: int | None = None
+    for k in grid:
+        lower[k], last = last, (k if k in means else last)
+    bounds, upper = {}, None
+    for k in reversed(grid):
+        if k in computed.errors:
+            upper = k if k in means else upper
+            continue
+        most, least, r = 1.0, 0.0, rounding[k]  # the mean confidence at k lies in [least, most]
+        j = lower[k]
+        if j is not None and max(r, rounding[j]) < 0.5:  # a smaller T: a higher confidence
+            most = (means[j] + slack) * (1 + r) / (1 - rounding[j]) + slack
+        if upper is not None and r < 0.5:
+            least = (means[upper] - slack) * (1 - r) / (1 + rounding[upper]) - slack
+        gap = max(0.0, least - accuracy[1], accuracy[0] - most)
+        bounds[k] = gap * (1 - 2**-40)  # (1 - 2^-40): the ECE's own float64 division
+    return bounds
 
 
 def _fit_nll(scores: Tensor, labels: Tensor) -> float:
