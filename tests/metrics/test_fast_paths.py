@@ -5,6 +5,7 @@ keys, smooth ECE's order-free grid, and NLL and Brier without float64 copies."""
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -15,10 +16,19 @@ from focalcal.metrics import (
     brier_score,
     calibration_report,
     expected_calibration_error,
+    extensions,
     negative_log_likelihood,
     smooth_ece,
 )
-from focalcal.metrics._inputs import FEW_CLASSES, checked, softmax, top_label, top_label_of
+from focalcal.metrics._inputs import (
+    FEW_CLASSES,
+    KEPT_ELEMENTS,
+    Scratch,
+    checked,
+    softmax,
+    top_label,
+    top_label_of,
+)
 from focalcal.metrics.binning import Bins, equal_mass_edges
 
 
@@ -175,3 +185,52 @@ def test_ece_of_tied_logits_uses_the_first_index():
     assert expected_calibration_error(logits, torch.tensor([0, 1])).item() == 0.0
     assert expected_calibration_error(logits, torch.tensor([1, 1])).item() == 0.5
     assert math.isclose(expected_calibration_error(logits, torch.tensor([0, 0])).item(), 0.5)
+
+
+def test_smooth_ece_settles_its_coarse_bandwidth_on_the_full_grid():
+    # g(σ) = smECE_σ − σ falls at least as fast as −σ, so any two σ with |g| <= 1e-6 lie
+    # within 2e-6: the coarse-then-fine search agrees with the full grid's own search
+    g = torch.Generator().manual_seed(6)
+    for n, power in [(200, 1.0), (3000, 2.0), (20000, 0.5), (5000, 4.0)]:
+        confidence = torch.rand(n, generator=g, dtype=torch.float64)
+        correct = torch.rand(n, generator=g, dtype=torch.float64) < confidence**power
+        at = extensions._smoother(confidence, correct)
+        full = extensions._fixed_point(lambda s, at=at: float(at(s)) - s)
+        value, sigma = smooth_ece(confidence, correct)
+        assert abs(float(value) - sigma) <= extensions.TOLERANCE
+        assert abs(sigma - full) <= 2 * extensions.TOLERANCE
+    # every residual +1 or −1 with one sign: the fixed point is the bracket's end
+    confidence = torch.full((50,), 0.25, dtype=torch.float64)
+    value, sigma = smooth_ece(confidence, torch.ones(50, dtype=torch.bool))
+    assert float(value) == pytest.approx(0.75) and sigma == pytest.approx(0.75, abs=1e-6)
+
+
+def test_scratch_memory_is_per_thread_reused_and_bounded():
+    g = torch.Generator().manual_seed(7)
+    logits, labels = 3 * torch.randn(4000, 50, generator=g), torch.randint(50, (4000,), generator=g)
+    expected = calibration_report(logits, labels)
+    assert calibration_report(logits, labels) == expected  # nothing left over changes a call
+    results = {}
+
+    def report(name):
+        results[name] = [calibration_report(logits, labels) for _ in range(3)]
+
+    threads = [threading.Thread(target=report, args=(k,)) for k in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(r == expected for rs in results.values() for r in rs)
+    scratch = Scratch()
+    small, large = torch.empty(10, 10), torch.empty(KEPT_ELEMENTS + 1)
+    a = scratch.get("a", small)
+    assert scratch.get("a", small).data_ptr() == a.data_ptr()  # kept, and reused
+    assert scratch.get("a", small, torch.float64).dtype == torch.float64  # another dtype: new
+    big = scratch.get("b", large)
+    assert scratch.get("b", large).data_ptr() != big.data_ptr()  # too large to keep
+    assert Scratch.local() is Scratch.local()
+    other = []
+    thread = threading.Thread(target=lambda: other.append(Scratch.local()))
+    thread.start()
+    thread.join()
+    assert other[0] is not Scratch.local()

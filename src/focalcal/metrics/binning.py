@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from focalcal.metrics._inputs import Scratch
+
 SCALE = 2**24
 MAX_SAMPLES = 2**28
 
@@ -133,23 +135,6 @@ def _run_sums(prefix: Tensor, ends: Tensor) -> Tensor:
     return torch.diff(totals, prepend=prefix.new_zeros(1))
 
 
-class Scratch:
-    """Float64 and int32 memory reused from chunk to chunk by :meth:`Bins.classwise`; it grows
-    to the largest chunk it is given."""
-
-    def __init__(self) -> None:
-        self.wide: Tensor | None = None
-        self.index: Tensor | None = None
-
-    def take(self, like: Tensor) -> tuple[Tensor, Tensor]:
-        """Float64 and int32 tensors of ``like``'s shape, on its device."""
-        size = like.numel()
-        if self.wide is None or self.index is None or self.wide.numel() < size:
-            self.wide = torch.empty(size, dtype=torch.float64, device=like.device)
-            self.index = torch.empty(size, dtype=torch.int32, device=like.device)
-        return self.wide[:size].view(like.shape), self.index[:size].view(like.shape)
-
-
 @dataclass(frozen=True)
 class Bins:
     """Per-bin sums, shape ``(B,)`` for top-label bins or ``(C, B)`` for one row per class,
@@ -184,21 +169,22 @@ class Bins:
         )
 
     @classmethod
-    def classwise(
-        cls, probs: Tensor, labels: Tensor, num_bins: int, scratch: Scratch | None = None
-    ) -> Bins:
+    def classwise(cls, probs: Tensor, labels: Tensor, num_bins: int) -> Bins:
         """One row of equal-width bins per class: class ``k`` bins ``probs[:, k]`` and its
         "correct" is ``y == k``. ``probs`` ``(M, C)``, ``labels`` ``(M,)``. Float32 and half
-        probabilities are worked on in ``scratch``'s memory where given (chunk after chunk:
-        fresh pages for each chunk's temporaries cost as much as the arithmetic)."""
+        probabilities are worked on in :class:`Scratch` memory."""
         probs, num_classes = probs.detach(), probs.shape[1]
         size, shape = num_classes * num_bins, (num_classes, num_bins)
         offsets = torch.arange(0, size, num_bins, dtype=torch.int32, device=probs.device)
-        if scratch is None or probs.dtype == torch.float64:
+        if probs.dtype == torch.float64:
             index = equal_width_index(probs, num_bins)
             weights = to_fixed_point(probs)
         else:  # as equal_width_index and to_fixed_point compute them, in place
-            wide, index = scratch.take(probs)
+            scratch = Scratch.local()
+            wide, index = (
+                scratch.get("wide", probs, torch.float64),
+                scratch.get("index", probs, torch.int32),
+            )
             index.copy_(wide.copy_(probs).mul_(num_bins).ceil_().clamp_(1, num_bins).sub_(1))
             weights = wide.copy_(probs).mul_(SCALE).round_()
         index.add_(offsets)  # class k's bins from k·B

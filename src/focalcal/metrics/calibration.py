@@ -14,16 +14,17 @@ from torch import Tensor
 
 from focalcal._checks import TensorLike
 from focalcal.metrics._inputs import (
+    Scratch,
     check_num_bins,
     checked,
     per_row,
     probabilities_of,
     row_chunks,
+    row_sums,
     top_label,
 )
 from focalcal.metrics.binning import (
     Bins,
-    Scratch,
     check_sample_count,
 )
 
@@ -110,10 +111,7 @@ def classwise_calibration_error(
     scores, labels = checked(scores, labels, from_probs)
     check_sample_count(labels.numel())
     chunks = row_chunks(scores, labels)  # exact sums: chunks add up to one pass bit for bit
-    scratch = Scratch()
-    bins = (
-        Bins.classwise(probabilities_of(s, from_probs), y, num_bins, scratch) for s, y in chunks
-    )
+    bins = (Bins.classwise(probabilities_of(s, from_probs), y, num_bins) for s, y in chunks)
     return reduce(add, bins).calibration_error().mean()
 
 
@@ -145,7 +143,8 @@ def sample_nll(scores: Tensor, labels: Tensor, from_probs: bool) -> Tensor:
     else:
         top = scores.amax(dim=1, keepdim=True)
         own = scores.gather(1, column).double() - top.double()  # exact
-        normaliser = torch.sum(torch.sub(scores, top).exp_(), dim=1, dtype=torch.float64)
+        exponentials = torch.sub(scores, top, out=Scratch.local().get("work", scores)).exp_()
+        normaliser = row_sums(exponentials)
         nll = normaliser.log_().sub_(own.squeeze(1))
     # −log p >= 0 exactly; the clamp makes it hold whatever a kernel's rounding of log p near 0
     # (none seen above 0 on the AVX2 and portable kernels), and turns −0.0 (p = 1) into 0
@@ -157,10 +156,11 @@ def sample_brier(probs: Tensor, labels: Tensor) -> Tensor:
     differences are exact in the probabilities' dtype (p_y − 1 for p_y >= 1/2 by Sterbenz's
     lemma), each square is rounded once, and the sum is float64."""
     column = labels.unsqueeze(1)
-    residual = probs.clone().scatter_add_(1, column, probs.new_full(column.shape, -1.0))
+    residual = Scratch.local().get("work", probs).copy_(probs)
+    residual.scatter_add_(1, column, probs.new_full(column.shape, -1.0))
     # at most 2 for a distribution; a row that sums to 1 only within probability_tolerance
     # (a user's rounded probabilities) can pass 2 by about twice that tolerance
-    return torch.sum(residual.square_(), dim=1, dtype=torch.float64).clamp_(max=2.0)
+    return row_sums(residual.square_()).clamp_(max=2.0)
 
 
 def error_rate(scores: TensorLike, labels: TensorLike, from_probs: bool = False) -> Tensor:

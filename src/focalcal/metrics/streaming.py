@@ -30,7 +30,6 @@ from focalcal.metrics._inputs import (
 from focalcal.metrics.binning import (
     SCALE,
     Bins,
-    Scratch,
     check_sample_count,
     to_fixed_point,
 )
@@ -137,17 +136,17 @@ class CalibrationAccumulator:
         # scattered through the heap, which keeps their memory after they are concatenated
         rows = 4 if self.keep_samples else 0
         samples = torch.empty(rows, len(labels), dtype=torch.float64, device=flat.device)
-        start, scratch = 0, Scratch()
+        start = 0
         for chunk, chunk_labels in row_chunks(flat, labels):  # a fixed size of temporaries
             stop = start + len(chunk_labels)
-            self._add(chunk, chunk_labels, samples[:, start:stop], scratch)
+            self._add(chunk, chunk_labels, samples[:, start:stop])
             start = stop
         if self.keep_samples:
             self._samples.append(samples)
         self.num_samples += len(labels)
         self._synced = None
 
-    def _add(self, flat: Tensor, labels: Tensor, samples: Tensor, scratch: Scratch) -> None:
+    def _add(self, flat: Tensor, labels: Tensor, samples: Tensor) -> None:
         """Add checked ``(M, C)`` scores and ``(M,)`` labels to the sums, and write their
         per-sample values into ``samples`` ``(4, M)`` if they are kept."""
         if self.temperature is not None:
@@ -155,7 +154,7 @@ class CalibrationAccumulator:
         probs = probabilities_of(flat, self.from_probs)
         confidence, correct = top_label_of(flat, probs, labels)
         top = Bins.top_label(confidence, correct, self.num_bins)
-        classwise = Bins.classwise(probs, labels, self.num_bins, scratch)
+        classwise = Bins.classwise(probs, labels, self.num_bins)
 
         nll, brier = sample_nll(flat, labels, self.from_probs), sample_brier(probs, labels)
         finite = nll.isfinite()
