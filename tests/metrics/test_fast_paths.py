@@ -29,7 +29,13 @@ from focalcal.metrics._inputs import (
     top_label,
     top_label_of,
 )
-from focalcal.metrics.binning import Bins, equal_mass_edges
+from focalcal.metrics.binning import (
+    Bins,
+    _counts_and_sums,
+    equal_mass_edges,
+    histogram,
+    to_fixed_point,
+)
 
 
 def reference_top_label(scores, labels, from_probs):
@@ -234,3 +240,30 @@ def test_scratch_memory_is_per_thread_reused_and_bounded():
     thread.start()
     thread.join()
     assert other[0] is not Scratch.local()
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 15, 1000, 10007])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_equal_mass_edges_are_numpys_interpolated_quantiles_bit_for_bit(n, dtype):
+    g = torch.Generator().manual_seed(n)
+    values = torch.rand(n, generator=g, dtype=torch.float64).to(dtype).sort().values
+    for num_bins in (1, 3, 15, 40):
+        positions = np.minimum(np.arange(num_bins + 1) * n / num_bins, n - 1)
+        expected = np.interp(positions, np.arange(n), values.double().numpy())
+        got = equal_mass_edges(values, num_bins)
+        assert got.dtype == torch.float64
+        assert np.array_equal(got.numpy(), expected), (num_bins, got.numpy() - expected)
+
+
+@pytest.mark.parametrize("rows", [1, 3, 1000, 10485, 2**14, 2**14 + 1, 2**17])
+def test_counts_and_sums_in_one_pass_equal_two_histograms(rows):
+    g = torch.Generator().manual_seed(rows)
+    size = 30
+    index = torch.randint(size, (rows * 2,), generator=g, dtype=torch.int32)
+    index[: rows // 2] = 7  # one bin holds a quarter of the values at least
+    probs = torch.rand(rows * 2, generator=g)
+    probs[: rows // 3] = 1.0  # the largest weight, 2^24
+    weights = to_fixed_point(probs)
+    count, sums = _counts_and_sums(index, size, weights.clone(), 2 * rows)
+    assert torch.equal(count, histogram(index, size))
+    assert torch.equal(sums, histogram(index, size, weights))

@@ -238,8 +238,8 @@ def top_label_of(
         confidence = probs.new_empty(len(labels))
     if correct is None:
         correct = torch.empty(len(labels), dtype=torch.bool, device=probs.device)
-    torch.amax(probs, dim=1, out=confidence)
     if probs.device.type != "cpu" or probs.shape[1] < FEW_CLASSES:
+        torch.amax(probs, dim=1, out=confidence)
         return confidence, torch.eq(scores.max(dim=1).indices, labels, out=correct)
     if probs.data_ptr() == scores.data_ptr() or not probs.is_contiguous():
         probs = probs.clone(memory_format=torch.contiguous_format)  # never write into input
@@ -249,6 +249,7 @@ def top_label_of(
     own = flat[at]
     others = flat.index_fill_(0, at, -math.inf).view(rows, num_classes).amax(dim=1)
     flat[at] = own
+    torch.maximum(own, others, out=confidence)  # the largest probability, one pass fewer
     torch.gt(own, others, out=correct)
     close = (own - others).abs_() <= others * 2**-20
     tied = close.nonzero().squeeze(1)

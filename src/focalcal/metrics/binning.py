@@ -56,6 +56,21 @@ def histogram(index: Tensor, size: int, weights: Tensor | None = None) -> Tensor
     return out.index_add_(0, index.long(), values)
 
 
+def _counts_and_sums(index: Tensor, size: int, weights: Tensor, rows: int) -> tuple[Tensor, Tensor]:
+    """``histogram(index, size)`` and ``histogram(index, size, weights)`` for fixed-point
+    ``weights`` in [0, 2^24] (probabilities), each value of a bin from one of ``rows`` rows:
+    in one pass where ``rows`` allow (up to about 2^14). Each weight then carries M =
+    2^⌈log2(rows·2^24 + 1)⌉, more than any bin's sum, so a bin's total, count·M + sum, is a
+    whole number of at most rows·(M + 2^24) <= 2^53, exact in float64, and splits exactly:
+    count = ⌊total / M⌋."""
+    carry = 2.0 ** math.ceil(math.log2(rows * SCALE + 1))
+    if rows * (carry + SCALE) > 2**53:
+        return histogram(index, size), histogram(index, size, weights)
+    total = histogram(index, size, weights.add_(carry))
+    count = total.div(carry).floor_()
+    return count, total.sub_(count * carry)
+
+
 def equal_width_edges(num_bins: int, device: torch.device | str = "cpu") -> Tensor:
     """``b / num_bins`` for b = 0..num_bins, each correctly rounded in float64 (for the values
     of every dtype: see the module)."""
@@ -66,12 +81,13 @@ def equal_mass_edges(sorted_values: Tensor, num_bins: int) -> Tensor:
     """Interpolated quantiles: ``np.interp(linspace(0, N, B + 1), arange(N), sorted_values)``,
     with the positions computed exactly as ``k * N / B`` (float64)."""
     n = sorted_values.numel()
-    positions = torch.arange(num_bins + 1, dtype=torch.float64, device=sorted_values.device)
-    positions = (positions * n / num_bins).clamp_(max=n - 1)
-    below = positions.floor().long()
-    above = (below + 1).clamp_(max=n - 1)
-    low, high = sorted_values[below].double(), sorted_values[above].double()
-    return low + (positions - below) * (high - low)
+    positions = [min(k * n / num_bins, n - 1) for k in range(num_bins + 1)]  # float64
+    below = [math.floor(p) for p in positions]
+    index = torch.tensor(below + [min(b + 1, n - 1) for b in below], device=sorted_values.device)
+    ends = sorted_values[index].double().view(2, -1)
+    low, high = ends[0], ends[1]
+    fraction = [p - b for p, b in zip(positions, below, strict=True)]
+    return low + torch.tensor(fraction, dtype=torch.float64, device=low.device) * (high - low)
 
 
 def bin_index(values: Tensor, edges: Tensor) -> Tensor:
@@ -190,10 +206,11 @@ class Bins:
         index.add_(offsets)  # class k's bins from k·B
         own = index.gather(1, labels.unsqueeze(1)).view(-1)  # each sample's bin in its class
         index = index.reshape(-1)  # probs, and so index, may be a strided view (N = 1 spatial)
+        count, confidence = _counts_and_sums(index, size, weights.reshape(-1), len(probs))
         return cls(
             equal_width_edges(num_bins, probs.device),
-            histogram(index, size).view(shape),
-            histogram(index, size, weights.reshape(-1)).view(shape),
+            count.view(shape),
+            confidence.view(shape),
             histogram(own, size).view(shape),
         )
 

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from focalcal._checks import TensorLike
-from focalcal.metrics._inputs import check_num_bins, checked, row_chunks, softmax
+from focalcal.metrics._inputs import Scratch, check_num_bins, checked, row_chunks, softmax
 from focalcal.metrics.binning import (
     SCALE,
     Bins,
@@ -117,17 +117,21 @@ class _Grid:
 
     def __init__(self, scores: Tensor, labels: Tensor, num_bins: int) -> None:
         self.scores, self.labels, self.num_bins = scores, labels, num_bins
-        top, prediction = scores.max(dim=1)
-        self.correct = prediction == labels
-        # Rounding logits / T can make the top two equal where the logits differ by a few ulps,
-        # and the metric then predicts the first of them. Rows that close (1000 ulps; usually
-        # none) get the metric's argmax of logits / T for every T.
-        second = scores.scatter(1, prediction.unsqueeze(1), -math.inf).amax(dim=1)
-        eps = torch.finfo(scores.dtype).eps
-        self.near = (top - second <= 1000 * eps * (1 + top.abs())).nonzero().squeeze(1)
+        # The label's logit against the largest other (on a copy, as in the metric's
+        # top_label_of): the label is the prediction where it is larger. Rounding logits / T
+        # can bring the two together where they differ by a few ulps, and the metric then
+        # predicts the first of them: rows that close (1000 ulps; usually none) get the
+        # metric's argmax of logits / T for every T.
+        rows, classes = scores.shape
+        at = torch.arange(0, rows * classes, classes, device=scores.device).add_(labels)
+        flat = Scratch.local().get("work", scores).copy_(scores).view(-1)
+        own = flat[at]
+        others = flat.index_fill_(0, at, -math.inf).view(rows, classes).amax(dim=1)
+        self.correct = own > others
+        gap = 1000 * torch.finfo(scores.dtype).eps * (1 + torch.maximum(own, others).abs())
+        self.near = ((own - others).abs() <= gap).nonzero().squeeze(1)
         right, n = int(self.correct.sum()) - int(self.correct[self.near].sum()), len(labels)
         self.accuracy = (right / n, (right + len(self.near)) / n)  # near rows: either way
-        self._buffers: Tensor | None = None  # logits / T and its softmax, reused pass to pass
 
     def bins(self, which: Iterable[int]) -> Bins:
         """Bins of shape ``(len(which), num_bins)``: grid T number k for each k of ``which``."""
@@ -139,9 +143,7 @@ class _Grid:
         start = 0
         for chunk, chunk_labels in row_chunks(scores, labels):  # buffers of a fixed size
             stop = start + len(chunk)
-            if self._buffers is None or self._buffers[0].numel() < chunk.numel():
-                self._buffers = chunk.new_empty(2, chunk.numel())  # fresh pages cost a softmax
-            scaled, probs = (b[: chunk.numel()].view_as(chunk) for b in self._buffers)
+            scaled, probs = (Scratch.local().get(name, chunk) for name in ("work", "probs"))
             confidence = chunk.new_empty(grid, len(chunk))
             for k, t in enumerate(temperatures):  # every T while the rows are in cache
                 softmax(torch.div(chunk, t, out=scaled), out=probs)
@@ -182,7 +184,7 @@ def _fit_ece(scores: Tensor, labels: Tensor, num_bins: int) -> float:
     n = len(labels)
     # logits / T overflows for the smallest T when |logits| nears the dtype's maximum: the ECE
     # there is NaN (the metric's softmax of inf), and such a T is never chosen
-    largest = scores.abs().amax().reshape(1)
+    largest = torch.stack(torch.aminmax(scores)).abs().amax().reshape(1)  # no (N, C) copy
     temperatures = torch.tensor(TEMPERATURE_GRID, dtype=scores.dtype, device=scores.device)
     finite = torch.div(largest, temperatures).isfinite().tolist()
     first = finite.index(True)  # the smallest T overflow, if any; T >= 1 never does
