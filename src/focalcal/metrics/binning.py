@@ -139,18 +139,6 @@ def _sorted(values: Tensor) -> Tensor:
     return torch.sort(values).values
 
 
-def _ends(sorted_values: Tensor, inner_edges: Tensor) -> Tensor:
-    """Where each bin ends in ``sorted_values`` (exclusive), the last bin at the end."""
-    ends = torch.searchsorted(sorted_values, inner_edges, right=True)
-    return torch.cat([ends, ends.new_tensor([len(sorted_values)])])
-
-
-def _run_sums(prefix: Tensor, ends: Tensor) -> Tensor:
-    """Sums of consecutive runs ending (exclusively) at ``ends``, from inclusive prefix sums."""
-    totals = torch.cat([prefix.new_zeros(1), prefix])[ends]
-    return torch.diff(totals, prepend=prefix.new_zeros(1))
-
-
 @dataclass(frozen=True)
 class Bins:
     """Per-bin sums, shape ``(B,)`` for top-label bins or ``(C, B)`` for one row per class,
@@ -216,27 +204,29 @@ class Bins:
 
     @classmethod
     def equal_mass(cls, confidence: Tensor, correct: Tensor, num_bins: int) -> Bins:
-        """Bins of top-label confidences ``(M,)`` with their correctness ``(M,)``, between the
-        :func:`equal_mass_edges` of the confidences (AdaECE's bins).
+        """Bins of top-label confidences ``(M,)`` in [0, 1] with their correctness ``(M,)``,
+        between the :func:`equal_mass_edges` of the confidences (AdaECE's bins).
 
-        Two sorts, of the confidences and of those of the right predictions (numpy's
-        vectorised sort on the CPU), and no per-sample search: every bin is a run of each
-        sorted array, found by searching its edges in them; the sums are differences of
-        exact prefix sums."""
+        One sort (numpy's vectorised sort on the CPU) of integer keys, each confidence's bits
+        (which order non-negative floats as their values) doubled plus its correctness, and no
+        per-sample search: every bin is a run of the sorted confidences, found by searching its
+        edges in them; the sums are differences of exact prefix sums."""
         values = confidence.detach()
         if values.dtype not in (torch.float32, torch.float64):
             values = values.double()
-        values, hits = _sorted(values), _sorted(values[correct.detach().bool()])
-        edges = equal_mass_edges(values, num_bins)
+        bits = torch.int32 if values.dtype == torch.float32 else torch.int64
+        # + 0.0 makes -0.0 +0.0; a confidence <= 1 doubled stays below 2^31 (2^63)
+        keys = _sorted(values.add(0.0).view(bits).mul_(2).add_(correct.detach().to(bits)))
+        values, right = (keys >> 1).view(values.dtype), keys & 1
+        edges, n = equal_mass_edges(values, num_bins), len(values)
         # bin b holds (edges[b], edges[b + 1]]: it ends after the values <= its upper edge
-        inner = _at_or_below(edges[1:-1], values.dtype)
-        ends = _ends(values, inner)
-        return cls(
-            edges,
-            torch.diff(ends, prepend=ends.new_zeros(1)).double(),
-            _run_sums(to_fixed_point(values).cumsum_(0), ends),
-            torch.diff(_ends(hits, inner), prepend=ends.new_zeros(1)).double(),
-        )
+        ends = torch.searchsorted(values, _at_or_below(edges[1:-1], values.dtype), right=True)
+        bounds = torch.cat([ends.new_zeros(1), ends, ends.new_full((1,), n)])
+        prefix = torch.zeros(2, n + 1, dtype=torch.float64, device=values.device)
+        torch.cumsum(to_fixed_point(values), 0, out=prefix[0, 1:])
+        torch.cumsum(right, 0, dtype=torch.float64, out=prefix[1, 1:])
+        confidence_sum, right_sum = prefix[:, bounds].diff(dim=1)
+        return cls(edges, bounds.diff().double(), confidence_sum, right_sum)
 
     def __add__(self, other: Bins) -> Bins:
         if not torch.equal(self.edges, other.edges):
