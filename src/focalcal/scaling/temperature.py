@@ -176,7 +176,7 @@ def _fit_ece(scores: Tensor, labels: Tensor, num_bins: int) -> float:
     for the rows whose prediction rounding may change. A T' whose bound exceeds the lowest ECE
     computed can be neither the minimum nor tied with it, and is never computed.
 
-    The search: the sign change of mean confidence − accuracy is found by bisection on about
+    The search: the sign change of mean confidence − accuracy is found on about
     1/16 of the rows; the T beside it are computed on all rows, then the nearest T still
     unbounded on each side of the best, until none is left. Typically a dozen T are computed;
     where the ECE barely moves with T, all of them may be.
@@ -189,9 +189,9 @@ def _fit_ece(scores: Tensor, labels: Tensor, num_bins: int) -> float:
     finite = torch.div(largest, temperatures).isfinite().tolist()
     first = finite.index(True)  # the smallest T overflow, if any; T >= 1 never does
     full = _Computed(_Grid(scores, labels, num_bins))
-    step = n // max(_SAMPLE_ROWS, n // 16)  # 1: the bisection computes on every row
+    step = n // max(_SAMPLE_ROWS, n // 16)  # 1: the first search computes on every row
     sample = full if step <= 1 else _Computed(_Grid(scores[::step], labels[::step], num_bins))
-    full.compute([k for k in _crossing(sample, first) if k not in full.errors])  # may be none
+    full.compute([k for k in _crossing(sample, first) if k not in full.errors])
     rounding = _rounding(scores.shape[1], float(largest))
     while True:
         best = min(full.errors.values())
@@ -234,22 +234,19 @@ class _Computed:
 
 def _crossing(computed: _Computed, first: int) -> list[int]:
     """Adjacent grid T numbers around which mean confidence − accuracy changes sign (the
-    confidence falls with T), by bisection: where the ECE is likely low."""
-    last = len(TEMPERATURE_GRID) - 1
-
-    def over(k: int) -> bool:
-        if k not in computed.over:
-            computed.compute([k])
-        return computed.over[k]
-
-    if not over(first):  # under-confident at every T
-        return [first, min(first + 1, last)]
-    if over(last):
-        return [max(last - 1, first), last]
-    lo, hi = first, last
+    confidence falls with T): where the ECE is likely low. A search that computes three T
+    inside the bracket per pass (the ends too, first), so 4 passes find it among 100."""
+    lo, hi = first, len(TEMPERATURE_GRID) - 1
+    computed.compute([k for k in (lo, hi) if k not in computed.over])
+    if not computed.over[lo]:  # under-confident at every T
+        return [lo, min(lo + 1, hi)]
+    if computed.over[hi]:
+        return [max(hi - 1, lo), hi]
     while hi - lo > 1:
-        middle = (lo + hi) // 2
-        lo, hi = (middle, hi) if over(middle) else (lo, middle)
+        inside = sorted({lo + (hi - lo) * j // 4 for j in (1, 2, 3)} - {lo, hi})
+        computed.compute([k for k in inside if k not in computed.over])
+        lo = max([lo] + [k for k in inside if computed.over[k]])
+        hi = min([hi] + [k for k in inside if k > lo])
     return [lo, hi]
 
 
