@@ -267,3 +267,7 @@ def test_counts_and_sums_in_one_pass_equal_two_histograms(rows):
     count, sums = _counts_and_sums(index, size, weights.clone(), 2 * rows)
     assert torch.equal(count, histogram(index, size))
     assert torch.equal(sums, histogram(index, size, weights))
+    right = (probs > 0.5).double()  # 0/1 weights: one pass up to 2^26 values a bin
+    count, sums = _counts_and_sums(index, size, right.clone(), 2 * rows, 1)
+    assert torch.equal(count, histogram(index, size))
+    assert torch.equal(sums, histogram(index, size, right))

@@ -205,6 +205,15 @@ def top_label(scores: TensorLike, labels: TensorLike, from_probs: bool) -> tuple
     for chunk, chunk_labels in row_chunks(flat, labels):
         stop = start + len(chunk_labels)
         probs = Scratch.local().get("probs", chunk)
+        if not from_probs and chunk.device.type == "cpu" and chunk.shape[1] < FEW_CLASSES:
+            # :func:`softmax` written out: its largest probability is exp(0) / Σ = 1 / Σ,
+            # so no division pass, and the row maxima come with the prediction
+            top, prediction = chunk.max(dim=1, keepdim=True)
+            sums = torch.sub(chunk, top, out=probs).exp_().sum(dim=1)
+            torch.reciprocal(sums, out=confidence[start:stop])
+            torch.eq(prediction.squeeze(1), chunk_labels, out=correct[start:stop])
+            start = stop
+            continue
         if from_probs:
             probs.copy_(chunk)
         else:

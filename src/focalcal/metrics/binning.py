@@ -56,15 +56,17 @@ def histogram(index: Tensor, size: int, weights: Tensor | None = None) -> Tensor
     return out.index_add_(0, index.long(), values)
 
 
-def _counts_and_sums(index: Tensor, size: int, weights: Tensor, rows: int) -> tuple[Tensor, Tensor]:
-    """``histogram(index, size)`` and ``histogram(index, size, weights)`` for fixed-point
-    ``weights`` in [0, 2^24] (probabilities), each value of a bin from one of ``rows`` rows:
-    in one pass where ``rows`` allow (up to about 2^14). Each weight then carries M =
-    2^⌈log2(rows·2^24 + 1)⌉, more than any bin's sum, so a bin's total, count·M + sum, is a
-    whole number of at most rows·(M + 2^24) <= 2^53, exact in float64, and splits exactly:
-    count = ⌊total / M⌋."""
-    carry = 2.0 ** math.ceil(math.log2(rows * SCALE + 1))
-    if rows * (carry + SCALE) > 2**53:
+def _counts_and_sums(
+    index: Tensor, size: int, weights: Tensor, rows: int, most: float = SCALE
+) -> tuple[Tensor, Tensor]:
+    """``histogram(index, size)`` and ``histogram(index, size, weights)`` for whole-number
+    ``weights`` in [0, ``most``] (by default fixed-point probabilities), each bin holding at
+    most ``rows`` values: in one pass where ``rows`` allow. Each weight then carries M =
+    2^⌈log2(rows·most + 1)⌉, more than any bin's sum, so a bin's total, count·M + sum, is a
+    whole number of at most rows·(M + most) <= 2^53, exact in float64, and splits exactly:
+    count = ⌊total / M⌋. (For probabilities: up to about 2^14 rows; for 0/1: 2^26.)"""
+    carry = 2.0 ** math.ceil(math.log2(rows * most + 1))
+    if rows * (carry + most) > 2**53:
         return histogram(index, size), histogram(index, size, weights)
     total = histogram(index, size, weights.add_(carry))
     count = total.div(carry).floor_()
@@ -165,12 +167,8 @@ class Bins:
         else:
             index = bin_index(confidence, edges)
         size = edges.numel() - 1
-        return cls(
-            edges,
-            histogram(index, size),
-            histogram(index, size, to_fixed_point(confidence)),
-            histogram(index, size, correct.double()),
-        )
+        count, right = _counts_and_sums(index, size, correct.double(), len(index), 1)
+        return cls(edges, count, histogram(index, size, to_fixed_point(confidence)), right)
 
     @classmethod
     def classwise(cls, probs: Tensor, labels: Tensor, num_bins: int) -> Bins:
