@@ -135,6 +135,14 @@ def _at_or_below(edges: Tensor, dtype: torch.dtype) -> Tensor:
     return torch.where(near.double() > edges, below, near)
 
 
+def _run_sums(values: Tensor, bounds: Tensor) -> Tensor:
+    """The float64 sums of ``values`` over the runs between consecutive ``bounds``, from exact
+    prefix sums (the values are whole numbers)."""
+    prefix = torch.zeros(len(values) + 1, dtype=torch.float64, device=values.device)
+    torch.cumsum(values, 0, dtype=torch.float64, out=prefix[1:])
+    return prefix[bounds].diff()
+
+
 def _sorted(values: Tensor) -> Tensor:
     if values.device.type == "cpu":
         return torch.from_numpy(np.sort(values.numpy()))
@@ -215,16 +223,15 @@ class Bins:
         bits = torch.int32 if values.dtype == torch.float32 else torch.int64
         # + 0.0 makes -0.0 +0.0; a confidence <= 1 doubled stays below 2^31 (2^63)
         keys = _sorted(values.add(0.0).view(bits).mul_(2).add_(correct.detach().to(bits)))
-        values, right = (keys >> 1).view(values.dtype), keys & 1
+        values = (keys >> 1).view(values.dtype)
         edges, n = equal_mass_edges(values, num_bins), len(values)
         # bin b holds (edges[b], edges[b + 1]]: it ends after the values <= its upper edge
         ends = torch.searchsorted(values, _at_or_below(edges[1:-1], values.dtype), right=True)
         bounds = torch.cat([ends.new_zeros(1), ends, ends.new_full((1,), n)])
-        prefix = torch.zeros(2, n + 1, dtype=torch.float64, device=values.device)
-        torch.cumsum(to_fixed_point(values), 0, out=prefix[0, 1:])
-        torch.cumsum(right, 0, dtype=torch.float64, out=prefix[1, 1:])
-        confidence_sum, right_sum = prefix[:, bounds].diff(dim=1)
-        return cls(edges, bounds.diff().double(), confidence_sum, right_sum)
+        right = _run_sums(keys.bitwise_and_(1), bounds)  # one (N,) temporary at a time
+        del keys
+        confidence = _run_sums(to_fixed_point(values), bounds)
+        return cls(edges, bounds.diff().double(), confidence, right)
 
     def __add__(self, other: Bins) -> Bins:
         if not torch.equal(self.edges, other.edges):

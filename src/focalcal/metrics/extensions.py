@@ -229,6 +229,7 @@ def _bandwidth(confidence: Tensor, correct: Tensor, at: Callable[[float], Tensor
     residual = to_fixed_point(confidence.neg().add_(correct))  # exact sums: in any order
     total = confidence.numel() * SCALE
     least, most = abs(float(residual.sum())) / total, float(residual.abs_().sum()) / total
+    del residual  # before the coarse grid's temporaries
     coarse = _smoother(confidence, correct, GRID_INTERVALS // 8)
     low, high = max(least, MIN_BANDWIDTH), min(most, 1.0)
     guess = _fixed_point(lambda sigma: float(coarse(sigma)) - sigma, low, high)
