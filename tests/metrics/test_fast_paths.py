@@ -23,6 +23,7 @@ from focalcal.metrics import (
 from focalcal.metrics._inputs import (
     FEW_CLASSES,
     KEPT_ELEMENTS,
+    SMALL_ELEMENTS,
     Scratch,
     checked,
     softmax,
@@ -228,12 +229,15 @@ def test_scratch_memory_is_per_thread_reused_and_bounded():
         thread.join()
     assert all(r == expected for rs in results.values() for r in rs)
     scratch = Scratch()
-    small, large = torch.empty(10, 10), torch.empty(KEPT_ELEMENTS + 1)
-    a = scratch.get("a", small)
-    assert scratch.get("a", small).data_ptr() == a.data_ptr()  # kept, and reused
-    assert scratch.get("a", small, torch.float64).dtype == torch.float64  # another dtype: new
+    kept, large = torch.empty(256, SMALL_ELEMENTS // 128), torch.empty(KEPT_ELEMENTS + 1)
+    a = scratch.get("a", kept)
+    assert scratch.get("a", kept).data_ptr() == a.data_ptr()  # kept, and reused
+    assert scratch.get("a", kept[:200]).data_ptr() == a.data_ptr()  # a smaller view of it
+    assert scratch.get("a", kept, torch.float64).dtype == torch.float64  # another dtype: new
     big = scratch.get("b", large)
     assert scratch.get("b", large).data_ptr() != big.data_ptr()  # too large to keep
+    small = torch.empty(10, 10)
+    assert scratch.get("c", small).data_ptr() != scratch.get("c", small).data_ptr()  # fresh
     assert Scratch.local() is Scratch.local()
     other = []
     thread = threading.Thread(target=lambda: other.append(Scratch.local()))

@@ -34,14 +34,16 @@ class Scratch:
     call: the pages of a fresh tensor cost about as much as the arithmetic on it (0.5 ms per 4
     MiB on this project's AMD EPYC; a softmax of as many values takes 0.5 ms). Each thread has
     its own (:meth:`local`). A buffer is valid until its name is asked for again, and a metric
-    never returns one. Only buffers of up to :data:`KEPT_ELEMENTS` values are kept (a chunk's
-    worth: about 20 MiB a thread in all); on other devices the allocator caches memory
-    itself, and nothing is kept."""
+    never returns one. Only buffers of :data:`SMALL_ELEMENTS` to :data:`KEPT_ELEMENTS` values
+    are kept (a chunk's worth: about 20 MiB a thread in all): smaller ones come from the
+    allocator's warm heap at less cost than a view of a kept one, and on other devices the
+    allocator caches memory itself."""
 
     _threads = threading.local()
 
     def __init__(self) -> None:
         self._buffers: dict[str, Tensor] = {}
+        self._views: dict[str, Tensor] = {}  # the last view of each, reused for its shape
 
     @classmethod
     def local(cls) -> Scratch:
@@ -55,22 +57,20 @@ class Scratch:
         """A contiguous tensor of ``like``'s shape and device (and dtype unless given), its
         values undefined."""
         dtype, size = like.dtype if dtype is None else dtype, like.numel()
+        if not like.is_cpu or not SMALL_ELEMENTS <= size <= KEPT_ELEMENTS:
+            return torch.empty(like.shape, dtype=dtype, device=like.device)
+        view = self._views.get(name)
+        if view is not None and view.dtype == dtype and view.shape == like.shape:
+            return view
         buffer = self._buffers.get(name)
-        if (
-            buffer is None
-            or buffer.numel() < size
-            or (buffer.dtype, buffer.device)
-            != (
-                dtype,
-                like.device,
-            )
-        ):
-            buffer = torch.empty(size, dtype=dtype, device=like.device)
-            if like.device.type == "cpu" and size <= KEPT_ELEMENTS:
-                self._buffers[name] = buffer
-        return buffer[:size].view(like.shape)
+        if buffer is None or buffer.numel() < size or buffer.dtype != dtype:
+            buffer = self._buffers[name] = torch.empty(size, dtype=dtype)
+        view = self._views[name] = buffer[:size].view(like.shape)
+        return view
 
 
+SMALL_ELEMENTS = 2**15
+"""Below this many values (128 KiB of float32) :class:`Scratch` hands out fresh tensors."""
 KEPT_ELEMENTS = 2 * CHUNK_ELEMENTS
 """The largest buffer :class:`Scratch` keeps, in values: twice the metrics' chunk, which a
 chunk of rows passes by at most a row."""
@@ -94,8 +94,10 @@ def row_chunks(
     score otherwise than within a batch."""
     elements = CHUNK_ELEMENTS if elements is None else elements
     total, rows = len(labels), max(2, elements // scores.shape[1])
+    if total <= rows:  # one chunk: no split (a few µs, as much as a small metric's work)
+        return iter([(scores, labels)])
     sizes = [rows] * (total // rows) + ([total % rows] if total % rows else [])
-    if len(sizes) > 1 and sizes[-1] == 1:
+    if sizes[-1] == 1:
         sizes[-2:] = [rows + 1]
     return zip(torch.split(scores, sizes), torch.split(labels, sizes), strict=True)
 

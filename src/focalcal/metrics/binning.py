@@ -69,8 +69,8 @@ def _counts_and_sums(
     if rows * (carry + most) > 2**53:
         return histogram(index, size), histogram(index, size, weights)
     total = histogram(index, size, weights.add_(carry))
-    count = total.div(carry).floor_()
-    return count, total.sub_(count * carry)
+    count = torch.div(total, carry, rounding_mode="floor")
+    return count, total.sub_(count, alpha=carry)
 
 
 def equal_width_edges(num_bins: int, device: torch.device | str = "cpu") -> Tensor:
@@ -265,8 +265,8 @@ class Bins:
 
     def max_calibration_error(self) -> Tensor:
         """max over non-empty bins of |accuracy_b − confidence_b| per row (float64)."""
-        per_bin = self._gaps().abs() / (self.count * SCALE)
-        return torch.where(self.count > 0, per_bin, 0.0).amax(-1)
+        # an empty bin's gap is 0: dividing it by 1 instead of 0 leaves it out of the max
+        return (self._gaps().abs_() / self.count.clamp(min=1)).amax(-1) / SCALE
 
     def mean_confidence(self) -> Tensor:
         """Per bin; NaN where the bin is empty."""
