@@ -220,7 +220,7 @@ def top_label(scores: TensorLike, labels: TensorLike, from_probs: bool) -> tuple
             probs.copy_(chunk)
         else:
             softmax(chunk, out=probs)
-        top_label_of(chunk, probs, chunk_labels, confidence[start:stop], correct[start:stop])
+        top_label_of(chunk, probs, chunk_labels, confidence[start:stop], correct[start:stop], False)
         start = stop
     return confidence, correct
 
@@ -231,6 +231,7 @@ def top_label_of(
     labels: Tensor,
     confidence: Tensor | None = None,
     correct: Tensor | None = None,
+    keep_probs: bool = True,
 ) -> tuple[Tensor, Tensor]:
     """``(confidence, correct)`` of checked ``(M, C)`` scores and their probabilities (into
     ``confidence`` and ``correct`` if given): the confidence is the largest probability; the
@@ -240,8 +241,9 @@ def top_label_of(
 
     On the CPU from :data:`FEW_CLASSES` classes, where ``max(dim=1)``'s indices cost more
     than the softmax, the prediction is read from the probabilities instead: with p_y the
-    label's probability and q the largest of the others (``probs`` is changed and restored to
-    find it; probabilities given are copied first), the label is the prediction where
+    label's probability and q the largest of the others (``probs`` is changed to find it, and
+    restored unless ``keep_probs=False``; probabilities given are copied first), the label is
+    the prediction where
     p_y > q and is not where p_y < q, for probabilities are non-decreasing in the logits.
     The rows where p_y and q lie within 2^-20 of each other (ties, and gaps that a kernel's
     exp could misorder) take the exact argmax of their scores."""
@@ -259,7 +261,8 @@ def top_label_of(
     flat = probs.view(-1)  # index_fill_ on the flat view: half the time of scatter_ (2 threads)
     own = flat[at]
     others = flat.index_fill_(0, at, -math.inf).view(rows, num_classes).amax(dim=1)
-    flat[at] = own
+    if keep_probs:
+        flat[at] = own
     torch.maximum(own, others, out=confidence)  # the largest probability, one pass fewer
     torch.gt(own, others, out=correct)
     close = (own - others).abs_() <= others * 2**-20
