@@ -265,8 +265,7 @@ def top_label_of(
         flat[at] = own
     torch.maximum(own, others, out=confidence)  # the largest probability, one pass fewer
     torch.gt(own, others, out=correct)
-    close = (own - others).abs_() <= others * 2**-20
-    tied = close.nonzero().squeeze(1)
+    tied = torch.isclose(own, others, rtol=2**-20, atol=0.0).nonzero().squeeze(1)
     if len(tied):
         correct[tied] = scores[tied].max(dim=1).indices == labels[tied]
     return confidence, correct

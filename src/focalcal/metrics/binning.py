@@ -86,8 +86,7 @@ def equal_mass_edges(sorted_values: Tensor, num_bins: int) -> Tensor:
     positions = [min(k * n / num_bins, n - 1) for k in range(num_bins + 1)]  # float64
     below = [math.floor(p) for p in positions]
     index = torch.tensor(below + [min(b + 1, n - 1) for b in below], device=sorted_values.device)
-    ends = sorted_values[index].double().view(2, -1)
-    low, high = ends[0], ends[1]
+    low, high = sorted_values[index].double().view(2, -1).unbind()
     fraction = [p - b for p, b in zip(positions, below, strict=True)]
     return low + torch.tensor(fraction, dtype=torch.float64, device=low.device) * (high - low)
 
@@ -130,6 +129,8 @@ def equal_width_index(values: Tensor, num_bins: int) -> Tensor:
 def _at_or_below(edges: Tensor, dtype: torch.dtype) -> Tensor:
     """For float64 ``edges``, the largest value of ``dtype`` at or below each: a value of that
     dtype is <= the edge exactly when it is <= this one."""
+    if dtype == edges.dtype:
+        return edges
     near = edges.to(dtype)
     below = torch.nextafter(near, torch.full_like(near, -math.inf))
     return torch.where(near.double() > edges, below, near)
@@ -222,7 +223,7 @@ class Bins:
             values = values.double()
         bits = torch.int32 if values.dtype == torch.float32 else torch.int64
         # + 0.0 makes -0.0 +0.0; a confidence <= 1 doubled stays below 2^31 (2^63)
-        keys = _sorted(values.add(0.0).view(bits).mul_(2).add_(correct.detach().to(bits)))
+        keys = _sorted(torch.add(correct.detach().to(bits), values.add(0.0).view(bits), alpha=2))
         values = (keys >> 1).view(values.dtype)
         edges, n = equal_mass_edges(values, num_bins), len(values)
         # bin b holds (edges[b], edges[b + 1]]: it ends after the values <= its upper edge
