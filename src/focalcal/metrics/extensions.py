@@ -216,8 +216,8 @@ def _fft(values: Tensor, inverse_size: int | None = None) -> Tensor:
 
 
 def _bandwidth(confidence: Tensor, correct: Tensor, at: Callable[[float], Tensor]) -> float:
-    """σ with ``|at(σ) − σ| <= TOLERANCE``. It is located first on a grid 8 times coarser (an
-    FFT of a tenth the size), between |mean(y − f)| and mean |y − f|, the least and the most
+    """σ with ``|at(σ) − σ| <= TOLERANCE``. It is located first on a grid 16 times coarser (an
+    FFT of a twentieth the size), between |mean(y − f)| and mean |y − f|, the least and the most
     smECE_σ can be whatever σ. It is then settled on ``at``'s grid: g(σ) = smECE_σ − σ falls at
     least as fast as −σ, so the root lies between σ and σ + g(σ), a bracket that regula falsi
     closes in a step or two. Where the coarse root is an end of [MIN_BANDWIDTH, 1], or the
@@ -230,7 +230,7 @@ def _bandwidth(confidence: Tensor, correct: Tensor, at: Callable[[float], Tensor
     total = confidence.numel() * SCALE
     least, most = abs(float(residual.sum())) / total, float(residual.abs_().sum()) / total
     del residual  # before the coarse grid's temporaries
-    coarse = _smoother(confidence, correct, GRID_INTERVALS // 8)
+    coarse = _smoother(confidence, correct, GRID_INTERVALS // 16)
     low, high = max(least, MIN_BANDWIDTH), min(most, 1.0)
     guess = _fixed_point(lambda sigma: float(coarse(sigma)) - sigma, low, high)
     if MIN_BANDWIDTH < guess < 1.0:
