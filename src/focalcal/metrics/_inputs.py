@@ -243,10 +243,10 @@ def top_label_of(
     than the softmax, the prediction is read from the probabilities instead: with p_y the
     label's probability and q the largest of the others (``probs`` is changed to find it, and
     restored unless ``keep_probs=False``; probabilities given are copied first), the label is
-    the prediction where
-    p_y > q and is not where p_y < q, for probabilities are non-decreasing in the logits.
-    The rows where p_y and q lie within 2^-20 of each other (ties, and gaps that a kernel's
-    exp could misorder) take the exact argmax of their scores."""
+    the prediction where p_y > q and is not where p_y < q, for probabilities are
+    non-decreasing in the logits. The rows where p_y and q lie within 2^-20 of each other
+    (ties, and gaps that a kernel's exp could misorder) take the exact argmax of their
+    scores."""
     if confidence is None:
         confidence = probs.new_empty(len(labels))
     if correct is None:

@@ -223,7 +223,7 @@ class Bins:
             values = values.double()
         bits = torch.int32 if values.dtype == torch.float32 else torch.int64
         # + 0.0 makes -0.0 +0.0; a confidence <= 1 doubled stays below 2^31 (2^63)
-        keys = _sorted(torch.add(correct.detach().to(bits), values.add(0.0).view(bits), alpha=2))
+        keys = _sorted(values.add(0.0).view(bits).mul_(2).add_(correct.detach().bool()))
         values = (keys >> 1).view(values.dtype)
         edges, n = equal_mass_edges(values, num_bins), len(values)
         # bin b holds (edges[b], edges[b + 1]]: it ends after the values <= its upper edge
