@@ -125,9 +125,10 @@ def smooth_ece(
     ``y = correct`` (0/1, or any value in [0, 1]). The integrand is the Nadaraya-Watson smoothed
     residual times the kernel density estimate, so the density cancels; this is
     ``relplot.metrics.smooth_ece`` in apple/ml-calibration. With ``bandwidth=None``, σ is the
-    fixed point smECE_σ = σ (smECE_σ does not increase with σ), found by bisection on
-    [MIN_BANDWIDTH, 1] until ``|smECE_σ − σ| <= TOLERANCE`` (1e-6); if smECE_σ < σ already at
-    σ = MIN_BANDWIDTH (1e-3), that σ is used. A given bandwidth must be at least MIN_BANDWIDTH.
+    fixed point smECE_σ = σ (smECE_σ does not increase with σ) in [MIN_BANDWIDTH, 1], to
+    ``|smECE_σ − σ| <= TOLERANCE`` (1e-6), found by regula falsi, first on a coarser grid
+    (:func:`_bandwidth`); if smECE_σ < σ already at σ = MIN_BANDWIDTH (1e-3), that σ is used. A
+    given bandwidth must be at least MIN_BANDWIDTH.
 
     Discretisation: each residual is split between the two nearest of ``GRID_INTERVALS + 1``
     (40 001) grid points by linear interpolation, so h = 1/40 000 <= σ/40. Reflection makes
