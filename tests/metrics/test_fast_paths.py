@@ -32,7 +32,7 @@ from focalcal.metrics._inputs import (
 )
 from focalcal.metrics.binning import (
     Bins,
-    _counts_and_sums,
+    counts_and_sums,
     equal_mass_edges,
     histogram,
     to_fixed_point,
@@ -268,10 +268,10 @@ def test_counts_and_sums_in_one_pass_equal_two_histograms(rows):
     probs = torch.rand(rows * 2, generator=g)
     probs[: rows // 3] = 1.0  # the largest weight, 2^24
     weights = to_fixed_point(probs)
-    count, sums = _counts_and_sums(index, size, weights.clone(), 2 * rows)
+    count, sums = counts_and_sums(index, size, weights.clone(), 2 * rows)
     assert torch.equal(count, histogram(index, size))
     assert torch.equal(sums, histogram(index, size, weights))
     right = (probs > 0.5).double()  # 0/1 weights: one pass up to 2^26 values a bin
-    count, sums = _counts_and_sums(index, size, right.clone(), 2 * rows, 1)
+    count, sums = counts_and_sums(index, size, right.clone(), 2 * rows, 1)
     assert torch.equal(count, histogram(index, size))
     assert torch.equal(sums, histogram(index, size, right))

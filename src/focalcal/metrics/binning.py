@@ -56,7 +56,7 @@ def histogram(index: Tensor, size: int, weights: Tensor | None = None) -> Tensor
     return out.index_add_(0, index.long(), values)
 
 
-def _counts_and_sums(
+def counts_and_sums(
     index: Tensor, size: int, weights: Tensor, rows: int, most: float = SCALE
 ) -> tuple[Tensor, Tensor]:
     """``histogram(index, size)`` and ``histogram(index, size, weights)`` for whole-number
@@ -176,7 +176,7 @@ class Bins:
         else:
             index = bin_index(confidence, edges)
         size = edges.numel() - 1
-        count, right = _counts_and_sums(index, size, correct.double(), len(index), 1)
+        count, right = counts_and_sums(index, size, correct.double(), len(index), 1)
         return cls(edges, count, histogram(index, size, to_fixed_point(confidence)), right)
 
     @classmethod
@@ -201,7 +201,7 @@ class Bins:
         index.add_(offsets)  # class k's bins from k·B
         own = index.gather(1, labels.unsqueeze(1)).view(-1)  # each sample's bin in its class
         index = index.reshape(-1)  # probs, and so index, may be a strided view (N = 1 spatial)
-        count, confidence = _counts_and_sums(index, size, weights.reshape(-1), len(probs))
+        count, confidence = counts_and_sums(index, size, weights.reshape(-1), len(probs))
         return cls(
             equal_width_edges(num_bins, probs.device),
             count.view(shape),

@@ -21,6 +21,7 @@ from focalcal.metrics.binning import (
     SCALE,
     Bins,
     check_sample_count,
+    counts_and_sums,
     equal_width_edges,
     equal_width_index,
     histogram,
@@ -156,9 +157,12 @@ class _Grid:
             # NaN where logits / T overflows: any bin, and the NaN weight makes that T's ECE NaN
             index.clamp_(0, num_bins - 1).add_(offsets.unsqueeze(1))
             index = index.view(-1)
-            sums[0] += histogram(index, size)
+            count, right_count = counts_and_sums(
+                index, size, right.view(-1).double(), stop - start, 1
+            )
+            sums[0] += count
             sums[1] += histogram(index, size, to_fixed_point(confidence).view(-1))
-            sums[2] += histogram(index, size, right.view(-1).double())
+            sums[2] += right_count
             start = stop
         count, confidence_sum, right_sum = sums.view(3, grid, num_bins)
         return Bins(equal_width_edges(num_bins, device), count, confidence_sum, right_sum)
