@@ -188,10 +188,15 @@ def test_bad_schedule(thresholds, gammas, message):
         sample_dependent_focal_loss(GOOD_LOGITS, GOOD_TARGET, thresholds, gammas)
 
 
-def test_all_ignored_mean_is_nan_like_torch():
+@pytest.mark.parametrize("function", [focal_loss, cross_entropy])
+def test_all_ignored_mean_is_nan_like_torch(function):
     target = torch.full((4,), -100)
-    assert torch.isnan(focal_loss(GOOD_LOGITS, target))
-    assert focal_loss(GOOD_LOGITS, target, reduction="sum").item() == 0.0
+    assert torch.isnan(function(GOOD_LOGITS, target))
+    assert function(GOOD_LOGITS, target, reduction="sum").item() == 0.0
+    # kept targets that all weigh 0: torch's mean is 0 / 0 as well
+    weight = torch.tensor([0.0, 0.0, 1.0])
+    assert torch.isnan(function(GOOD_LOGITS, torch.tensor([0, 1, 1, -100]), weight=weight))
+    assert torch.isnan(torch.nn.functional.cross_entropy(GOOD_LOGITS, target))
 
 
 def test_int32_targets_are_accepted():

@@ -95,12 +95,17 @@ def nll(log_probs: Tensor, target: Tensor, ignore_index: int) -> Tensor:
 
 
 def cross_entropy_values(
-    logits: Tensor, target: Tensor, weight: Tensor | None, ignore_index: int, smoothing: float
+    logits: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    ignore_index: int,
+    smoothing: float,
+    reduction: str = "none",
 ) -> Tensor:
-    """``F.cross_entropy(..., reduction="none")``: weighted, 0 at ignored targets."""
+    """``F.cross_entropy``; with ``reduction="none"`` weighted values, 0 at ignored targets."""
     try:
         return F.cross_entropy(
-            logits, target, weight, ignore_index=ignore_index, reduction="none",
+            logits, target, weight, ignore_index=ignore_index, reduction=reduction,
             label_smoothing=smoothing,
         )  # fmt: skip
     except IndexError as error:
@@ -142,15 +147,13 @@ def reduce_loss(
     ignore_index: int,
     reduction: str,
     logits: Tensor,
-    weighted: bool = False,
 ) -> Tensor:
-    """Weight (unless ``weighted`` says it is done) and reduce per-element values that are 0 at
-    ignored targets, like ``CrossEntropyLoss``. A NaN at a non-ignored target is an error."""
+    """Weight and reduce per-element values that are 0 at ignored targets, like
+    ``CrossEntropyLoss``. A NaN at a non-ignored target is an error."""
     weights = None
-    if weight is not None and (reduction == "mean" or not weighted):
+    if weight is not None:
         weights = target_weights(target, weight, ignore_index)
-        if not weighted:
-            values = values * weights
+        values = values * weights
     total = values.sum()
     if is_nan(total):
         raise nan_error(logits, target, ignore_index)
@@ -158,9 +161,7 @@ def reduce_loss(
         return values
     if reduction == "sum":
         return total
-    if weights is None:
-        return total / count_kept(target, ignore_index)
-    return total / weights.sum()
+    return total / (count_kept(target, ignore_index) if weights is None else weights.sum())
 
 
 def count_kept(target: Tensor, ignore_index: int) -> Tensor:
