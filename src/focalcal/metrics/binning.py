@@ -19,6 +19,7 @@ order, so batches, a streaming accumulator or several processes equal a single p
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -61,14 +62,24 @@ def counts_and_sums(
 ) -> tuple[Tensor, Tensor]:
     """``histogram(index, size)`` and ``histogram(index, size, weights)`` for whole-number
     ``weights`` in [0, ``most``] (by default fixed-point probabilities), each bin holding at
-    most ``rows`` values: in one pass where ``rows`` allow. Each weight then carries M =
-    2^⌈log2(rows·most + 1)⌉, more than any bin's sum, so a bin's total, count·M + sum, is a
-    whole number of at most rows·(M + most) <= 2^53, exact in float64, and splits exactly:
-    count = ⌊total / M⌋. (For probabilities: up to about 2^14 rows; for 0/1: 2^26.)"""
-    carry = 2.0 ** math.ceil(math.log2(rows * most + 1))
-    if rows * (carry + most) > 2**53:
+    most ``rows`` values: in one pass where :func:`carry_for` allows."""
+    carry = carry_for(rows, most)
+    if carry is None:
         return histogram(index, size), histogram(index, size, weights)
-    total = histogram(index, size, weights.add_(carry))
+    return split_carried(histogram(index, size, weights.add_(carry)), carry)
+
+
+def carry_for(rows: int, most: float) -> float | None:
+    """M = 2^⌈log2(rows·most + 1)⌉, more than any sum of ``rows`` whole numbers in [0,
+    ``most``], so that a count and such a sum travel as one float64, count·M + sum, a whole
+    number of at most rows·(M + most); ``None`` where that exceeds 2^53, float64's exact
+    range. (For probabilities in units of 2^-24: up to about 2^14 rows; for 0/1: 2^26.)"""
+    carry = 2.0 ** math.ceil(math.log2(rows * most + 1))
+    return None if rows * (carry + most) > 2**53 else carry
+
+
+def split_carried(total: Tensor, carry: float) -> tuple[Tensor, Tensor]:
+    """``(count, sum)`` of float64 totals count·M + sum (:func:`carry_for`), exactly."""
     count = torch.div(total, carry, rounding_mode="floor")
     return count, total.sub_(count, alpha=carry)
 
@@ -82,13 +93,22 @@ def equal_width_edges(num_bins: int, device: torch.device | str = "cpu") -> Tens
 def equal_mass_edges(sorted_values: Tensor, num_bins: int) -> Tensor:
     """Interpolated quantiles: ``np.interp(linspace(0, N, B + 1), arange(N), sorted_values)``,
     with the positions computed exactly as ``k * N / B`` (float64)."""
-    n = sorted_values.numel()
+    index, fraction = _quantile_positions(sorted_values.numel(), num_bins, sorted_values.device)
+    low, high = sorted_values[index].double().view(2, -1).unbind()
+    return low + fraction * (high - low)
+
+
+@functools.lru_cache(maxsize=64)
+def _quantile_positions(n: int, num_bins: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """For :func:`equal_mass_edges`: the indices below and above each position ``k * N / B``
+    (clamped to ``N - 1``), and the position's fraction past the one below. Made once per
+    (N, B, device): building them costs more than the interpolation."""
     positions = [min(k * n / num_bins, n - 1) for k in range(num_bins + 1)]  # float64
     below = [math.floor(p) for p in positions]
-    index = torch.tensor(below + [min(b + 1, n - 1) for b in below], device=sorted_values.device)
-    low, high = sorted_values[index].double().view(2, -1).unbind()
     fraction = [p - b for p, b in zip(positions, below, strict=True)]
-    return low + torch.tensor(fraction, dtype=torch.float64, device=low.device) * (high - low)
+    with torch.inference_mode(False):  # usable outside inference mode too
+        index = torch.tensor(below + [min(b + 1, n - 1) for b in below], device=device)
+        return index, torch.tensor(fraction, dtype=torch.float64, device=device)
 
 
 def bin_index(values: Tensor, edges: Tensor) -> Tensor:
@@ -229,9 +249,15 @@ class Bins:
         # bin b holds (edges[b], edges[b + 1]]: it ends after the values <= its upper edge
         ends = torch.searchsorted(values, _at_or_below(edges[1:-1], values.dtype), right=True)
         bounds = torch.cat([ends.new_zeros(1), ends, ends.new_full((1,), n)])
-        right = _run_sums(keys.bitwise_and_(1), bounds)  # one (N,) temporary at a time
-        del keys
-        confidence = _run_sums(to_fixed_point(values), bounds)
+        right = keys.bitwise_and_(1)
+        carry = carry_for(n, SCALE)
+        if carry is None:  # two prefix sums, one (N,) temporary at a time
+            right = _run_sums(right, bounds)
+            del keys
+            confidence = _run_sums(to_fixed_point(values), bounds)
+        else:  # one: right·M + fixed-point confidence
+            carried = to_fixed_point(values).add_(right, alpha=carry)
+            right, confidence = split_carried(_run_sums(carried, bounds), carry)
         return cls(edges, bounds.diff().double(), confidence, right)
 
     def __add__(self, other: Bins) -> Bins:
