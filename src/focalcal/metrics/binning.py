@@ -242,8 +242,10 @@ class Bins:
         if values.dtype not in (torch.float32, torch.float64):
             values = values.double()
         bits = torch.int32 if values.dtype == torch.float32 else torch.int64
-        # + 0.0 makes -0.0 +0.0; a confidence <= 1 doubled stays below 2^31 (2^63)
-        keys = _sorted(values.add(0.0).view(bits).mul_(2).add_(correct.detach().bool()))
+        # the shift drops the sign bit, so -0.0 sorts (and comes back) as +0.0; a confidence
+        # <= 1 doubled stays below 2^31 (2^63)
+        keys = values.view(bits).bitwise_left_shift(1).bitwise_or_(correct.detach().bool())
+        keys = _sorted(keys)
         values = (keys >> 1).view(values.dtype)
         edges, n = equal_mass_edges(values, num_bins), len(values)
         # bin b holds (edges[b], edges[b + 1]]: it ends after the values <= its upper edge
