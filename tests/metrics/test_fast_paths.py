@@ -31,7 +31,10 @@ from focalcal.metrics._inputs import (
     top_label_of,
 )
 from focalcal.metrics.binning import (
+    SCALE,
     Bins,
+    _quantile_positions,
+    carry_for,
     counts_and_sums,
     equal_mass_edges,
     histogram,
@@ -122,14 +125,16 @@ def bucketized_equal_mass(confidence, correct, num_bins):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("num_bins", [1, 3, 15, 40])
-def test_equal_mass_bins_equal_a_search_among_the_edges(dtype, num_bins):
+@pytest.mark.parametrize("n", [500, 20_000])  # one prefix sum with a carry, and two (> 2^14)
+def test_equal_mass_bins_equal_a_search_among_the_edges(dtype, num_bins, n):
+    assert (carry_for(n, SCALE) is None) == (n > 2**14)
     g = torch.Generator().manual_seed(num_bins)
-    confidence = torch.rand(500, generator=g, dtype=torch.float64).to(dtype)
+    confidence = torch.rand(n, generator=g, dtype=torch.float64).to(dtype)
     confidence[:100] = 1.0  # ties, which merge bins
     confidence[100:150] = (confidence[100:150] * 8).round() / 8
     confidence[150:160] = 0.0
     confidence[160:165] = -0.0
-    correct = torch.rand(500, generator=g) < confidence.float()
+    correct = torch.rand(n, generator=g) < confidence.float()
     got = Bins.equal_mass(confidence, correct, num_bins)
     expected = bucketized_equal_mass(confidence + 0.0, correct, num_bins)
     for field in ("edges", "count", "confidence", "correct"):
@@ -257,6 +262,16 @@ def test_equal_mass_edges_are_numpys_interpolated_quantiles_bit_for_bit(n, dtype
         got = equal_mass_edges(values, num_bins)
         assert got.dtype == torch.float64
         assert np.array_equal(got.numpy(), expected), (num_bins, got.numpy() - expected)
+
+
+def test_equal_mass_positions_made_in_inference_mode_serve_autograd_too():
+    _quantile_positions.cache_clear()
+    values = torch.rand(37, generator=torch.Generator().manual_seed(0)).sort().values
+    with torch.inference_mode():  # the first call for (37, 7) makes the positions, once
+        inside = equal_mass_edges(values, 7)
+    outside = equal_mass_edges(values.clone().requires_grad_(), 7)
+    outside.sum().backward()  # indexing saves them for backward: no inference tensors
+    assert torch.equal(inside, outside.detach())
 
 
 @pytest.mark.parametrize("rows", [1, 3, 1000, 10485, 2**14, 2**14 + 1, 2**17])
