@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -87,7 +87,7 @@ def row_sums(values: Tensor) -> Tensor:
 
 def row_chunks(
     scores: Tensor, labels: Tensor, elements: int | None = None
-) -> Iterator[tuple[Tensor, Tensor]]:
+) -> list[tuple[Tensor, Tensor]]:
     """Checked ``(M, C)`` scores and ``(M,)`` labels, about ``elements`` (by default
     :data:`CHUNK_ELEMENTS`) values at a time, and never one row alone out of several: torch
     sums the C values of a lone row on all its threads (for C >= 2^15), which rounds its Brier
@@ -95,11 +95,11 @@ def row_chunks(
     elements = CHUNK_ELEMENTS if elements is None else elements
     total, rows = len(labels), max(2, elements // scores.shape[1])
     if total <= rows:  # one chunk: no split (a few µs, as much as a small metric's work)
-        return iter([(scores, labels)])
+        return [(scores, labels)]
     sizes = [rows] * (total // rows) + ([total % rows] if total % rows else [])
     if sizes[-1] == 1:
         sizes[-2:] = [rows + 1]
-    return zip(torch.split(scores, sizes), torch.split(labels, sizes), strict=True)
+    return list(zip(torch.split(scores, sizes), torch.split(labels, sizes), strict=True))
 
 
 def per_row(fn: Callable[[Tensor, Tensor], Tensor], scores: Tensor, labels: Tensor) -> Tensor:
@@ -203,26 +203,35 @@ def top_label(scores: TensorLike, labels: TensorLike, from_probs: bool) -> tuple
     flat, labels = checked(scores, labels, from_probs)
     confidence = flat.new_empty(len(labels))
     correct = torch.empty(len(labels), dtype=torch.bool, device=flat.device)
+    chunks = row_chunks(flat, labels)
+    if len(chunks) == 1:  # no slices to write through (a few µs, much at small sizes)
+        return _top_label_chunk(flat, labels, from_probs, confidence, correct)
     start = 0
-    for chunk, chunk_labels in row_chunks(flat, labels):
+    for chunk, chunk_labels in chunks:
         stop = start + len(chunk_labels)
-        probs = Scratch.local().get("probs", chunk)
-        if not from_probs and chunk.device.type == "cpu" and chunk.shape[1] < FEW_CLASSES:
-            # :func:`softmax` written out: its largest probability is exp(0) / Σ = 1 / Σ,
-            # so no division pass, and the row maxima come with the prediction
-            top, prediction = chunk.max(dim=1, keepdim=True)
-            sums = torch.sub(chunk, top, out=probs).exp_().sum(dim=1)
-            torch.reciprocal(sums, out=confidence[start:stop])
-            torch.eq(prediction.squeeze(1), chunk_labels, out=correct[start:stop])
-            start = stop
-            continue
-        if from_probs:
-            probs.copy_(chunk)
-        else:
-            softmax(chunk, out=probs)
-        top_label_of(chunk, probs, chunk_labels, confidence[start:stop], correct[start:stop], False)
+        _top_label_chunk(
+            chunk, chunk_labels, from_probs, confidence[start:stop], correct[start:stop]
+        )
         start = stop
     return confidence, correct
+
+
+def _top_label_chunk(
+    scores: Tensor, labels: Tensor, from_probs: bool, confidence: Tensor, correct: Tensor
+) -> tuple[Tensor, Tensor]:
+    """:func:`top_label` of one chunk of rows, into ``confidence`` and ``correct``."""
+    probs = Scratch.local().get("probs", scores)
+    if not from_probs and scores.device.type == "cpu" and scores.shape[1] < FEW_CLASSES:
+        # :func:`softmax` written out: its largest probability is exp(0) / Σ = 1 / Σ, so no
+        # division pass, and the row maxima come with the prediction
+        top, prediction = scores.max(dim=1, keepdim=True)
+        torch.reciprocal(torch.sub(scores, top, out=probs).exp_().sum(dim=1), out=confidence)
+        return confidence, torch.eq(prediction.squeeze(1), labels, out=correct)
+    if from_probs:
+        probs.copy_(scores)
+    else:
+        softmax(scores, out=probs)
+    return top_label_of(scores, probs, labels, confidence, correct, False)
 
 
 def top_label_of(
