@@ -234,10 +234,11 @@ class Bins:
         """Bins of top-label confidences ``(M,)`` in [0, 1] with their correctness ``(M,)``,
         between the :func:`equal_mass_edges` of the confidences (AdaECE's bins).
 
-        One sort (numpy's vectorised sort on the CPU) of integer keys, each confidence's bits
-        (which order non-negative floats as their values) doubled plus its correctness, and no
-        per-sample search: every bin is a run of the sorted confidences, found by searching its
-        edges in them; the sums are differences of exact prefix sums."""
+        One sort (numpy's on the CPU) of integer keys, each confidence's bits (which order
+        non-negative floats as their values) shifted left by one and or-ed with its
+        correctness, and no per-sample search: every bin is a run of the sorted confidences,
+        found by searching its edges in them; the sums are differences of exact prefix sums,
+        one carrying both where :func:`carry_for` allows."""
         values = confidence.detach()
         if values.dtype not in (torch.float32, torch.float64):
             values = values.double()
