@@ -161,12 +161,13 @@ def reduce_loss(
         return values
     if reduction == "sum":
         return total
-    return total / (count_kept(target, ignore_index) if weights is None else weights.sum())
+    return total / kept_weight(target, ignore_index, weights)
 
 
-def count_kept(target: Tensor, ignore_index: int) -> Tensor:
-    """The number of targets that are not ``ignore_index``, an int64 0-d tensor."""
-    return torch.count_nonzero(target != ignore_index)
+def kept_weight(target: Tensor, ignore_index: int, weights: Tensor | None) -> Tensor:
+    """What a mean divides by: the number of targets that are not ``ignore_index`` (an int64
+    0-d tensor), or the sum of their ``weights`` (:func:`target_weights`, 0 where ignored)."""
+    return torch.count_nonzero(target != ignore_index) if weights is None else weights.sum()
 
 
 def is_nan(total: Tensor) -> bool:

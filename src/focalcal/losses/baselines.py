@@ -11,9 +11,9 @@ from focalcal.losses._common import (
     Reduction,
     check_inputs,
     check_target,
-    count_kept,
     cross_entropy_values,
     is_nan,
+    kept_weight,
     nan_error,
     nll,
     reduce_loss,
@@ -50,18 +50,16 @@ def cross_entropy(
     # other NaN comes from the logits and is an error.
     loss = cross_entropy_values(*args, reduction)
     total = loss.sum() if reduction == "none" else loss
+
+    def kept() -> Tensor:  # what the mean divides by
+        weights = None if weight is None else target_weights(target, weight, ignore_index)
+        return kept_weight(target, ignore_index, weights)
+
     if reduction == "mean" and total.is_cuda:  # the assertion may fire only where kept > 0
-        total = torch.where(_kept_weight(target, weight, ignore_index) > 0, total, 0.0)
-    if is_nan(total) and (reduction != "mean" or _kept_weight(target, weight, ignore_index) > 0):
+        total = torch.where(kept() > 0, total, 0.0)
+    if is_nan(total) and (reduction != "mean" or kept() > 0):
         raise nan_error(logits, target, ignore_index)
     return loss
-
-
-def _kept_weight(target: Tensor, weight: Tensor | None, ignore_index: int) -> Tensor:
-    """What a mean divides by: the number of kept targets, or their summed class weight."""
-    if weight is None:
-        return count_kept(target, ignore_index)
-    return target_weights(target, weight, ignore_index).sum()
 
 
 def brier_loss(

@@ -24,9 +24,9 @@ from focalcal.losses._common import (
     Reduction,
     check_gamma,
     check_inputs,
-    count_kept,
     cross_entropy_values,
     is_nan,
+    kept_weight,
     nan_error,
     target_weights,
 )
@@ -160,7 +160,7 @@ class _FocalLoss(torch.autograd.Function):
             flat = nll.dim() == 1
             total = loss = torch.dot(w, nll) if flat else torch.dot(w.flatten(), nll.flatten())
             if reduction == "mean":
-                denominator = count_kept(target, ignore_index) if scale is None else scale.sum()
+                denominator = kept_weight(target, ignore_index, scale)
                 loss = total / denominator
         if is_nan(total):
             raise _NaNLoss

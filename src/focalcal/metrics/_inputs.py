@@ -265,13 +265,7 @@ def top_label_of(
         return confidence, torch.eq(scores.max(dim=1).indices, labels, out=correct)
     if probs.data_ptr() == scores.data_ptr() or not probs.is_contiguous():
         probs = probs.clone(memory_format=torch.contiguous_format)  # never write into input
-    rows, num_classes = probs.shape
-    at = torch.arange(0, rows * num_classes, num_classes, device=probs.device).add_(labels)
-    flat = probs.view(-1)  # index_fill_ on the flat view: half the time of scatter_ (2 threads)
-    own = flat[at]
-    others = flat.index_fill_(0, at, -math.inf).view(rows, num_classes).amax(dim=1)
-    if keep_probs:
-        flat[at] = own
+    own, others = label_and_others(probs, labels, restore=keep_probs)
     torch.maximum(own, others, out=confidence)  # the largest probability, one pass fewer
     torch.gt(own, others, out=correct)
     # |own − others| <= 2^-20 · others, as isclose(rtol=2^-20, atol=0) but in two passes
@@ -279,6 +273,20 @@ def top_label_of(
     if len(tied):
         correct[tied] = scores[tied].max(dim=1).indices == labels[tied]
     return confidence, correct
+
+
+def label_and_others(values: Tensor, labels: Tensor, restore: bool) -> tuple[Tensor, Tensor]:
+    """Each row's value at its label and the largest of its other values, for contiguous
+    ``(M, C)`` values: the labels' entries are set to −inf to find the others, and put back if
+    ``restore``."""
+    rows, num_classes = values.shape
+    at = torch.arange(0, rows * num_classes, num_classes, device=values.device).add_(labels)
+    flat = values.view(-1)  # index_fill_ on the flat view: half the time of scatter_ (2 threads)
+    own = flat[at]
+    others = flat.index_fill_(0, at, -math.inf).view(rows, num_classes).amax(dim=1)
+    if restore:
+        flat[at] = own
+    return own, others
 
 
 def _check_logits(logits: Tensor, tolerance: float) -> None:

@@ -16,7 +16,14 @@ import torch
 from torch import Tensor, nn
 
 from focalcal._checks import TensorLike
-from focalcal.metrics._inputs import Scratch, check_num_bins, checked, row_chunks, softmax
+from focalcal.metrics._inputs import (
+    Scratch,
+    check_num_bins,
+    checked,
+    label_and_others,
+    row_chunks,
+    softmax,
+)
 from focalcal.metrics.binning import (
     SCALE,
     Bins,
@@ -123,11 +130,8 @@ class _Grid:
         # can bring the two together where they differ by a few ulps, and the metric then
         # predicts the first of them: rows that close (1000 ulps; usually none) get the
         # metric's argmax of logits / T for every T.
-        rows, classes = scores.shape
-        at = torch.arange(0, rows * classes, classes, device=scores.device).add_(labels)
-        flat = Scratch.local().get("work", scores).copy_(scores).view(-1)
-        own = flat[at]
-        others = flat.index_fill_(0, at, -math.inf).view(rows, classes).amax(dim=1)
+        work = Scratch.local().get("work", scores).copy_(scores)
+        own, others = label_and_others(work, labels, restore=False)
         self.correct = own > others
         gap = 1000 * torch.finfo(scores.dtype).eps * (1 + torch.maximum(own, others).abs())
         self.near = ((own - others).abs() <= gap).nonzero().squeeze(1)
