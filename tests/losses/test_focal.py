@@ -1,4 +1,5 @@
 import math
+import warnings
 from fractions import Fraction
 
 import pytest
@@ -11,16 +12,18 @@ from focalcal.losses import (
     FocalLoss,
     SampleDependentFocalLoss,
     ScheduledFocalLoss,
+    _focal_paths,
     focal_loss,
     gamma_for_threshold,
     sample_dependent_focal_loss,
     sample_dependent_schedule,
     scheduled_gamma,
 )
-from focalcal.losses.focal import _focal_parts
+from focalcal.losses._focal_paths import _focal_parts
 from tests.losses import reference
 
 SHAPES = [(13, 7), (4, 5, 3, 2)]  # (N, C) and (N, C, d1, d2)
+pytestmark = pytest.mark.usefixtures("focal_path")  # conftest.py: both paths
 REDUCTIONS = ["mean", "sum", "none"]
 
 
@@ -332,3 +335,64 @@ def test_a_class_weight_that_requires_grad_is_refused_not_silently_constant():
         loss(logits, target, weight=weight.detach()).backward()
     with torch.no_grad():  # nothing is differentiated: the weight may require grad
         focal_loss(logits, target, weight=weight)
+
+
+# Two paths (losses/_focal_paths.py): every test here runs on both (conftest.py's focal_path).
+
+
+@pytest.mark.parametrize("shape", [(128, 10), (3, 4, 5), (2000, 10)])
+def test_small_2d_cpu_logits_take_the_numpy_path_the_rest_torchs(shape, focal_path):
+    logits = torch.randn(shape, requires_grad=True)
+    loss = sample_dependent_focal_loss(logits, torch.randint(shape[1], shape[:1] + shape[2:]))
+    numpy = focal_path == "numpy path" and len(shape) == 2 and logits.numel() <= 2**14
+    assert type(loss.grad_fn).__name__ == (
+        "_SmallFocalLossBackward" if numpy else "_FocalLossBackward"
+    )
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES, ids=str)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_float32_paths_agree(schedule, reduction, weighted, monkeypatch):
+    logits, target, weight = make_inputs((128, 10), seed=35, dtype=torch.float32)
+    weight = weight if weighted else None
+    results = []
+    for small in (2**14, 0):  # the NumPy path, then torch's
+        monkeypatch.setattr(_focal_paths, "SMALL", small)
+        x = logits.clone().requires_grad_()
+        loss = sample_dependent_focal_loss(x, target, *schedule, weight, reduction=reduction)
+        (loss * (torch.arange(loss.numel()).view_as(loss) % 3 + 1)).sum().backward()
+        results.append((loss, x.grad))
+    (numpy_loss, numpy_grad), (torch_loss, torch_grad) = results
+    torch.testing.assert_close(numpy_loss, torch_loss, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(numpy_grad, torch_grad, rtol=1e-4, atol=1e-7)
+
+
+def test_non_finite_logits_raise_the_loss_error_not_numpy_warnings():
+    logits, target, _ = make_inputs((8, 5), ignore_fraction=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a NumPy RuntimeWarning would fail here
+        for value, name in ((math.nan, "NaN: 1"), (math.inf, r"\+inf: 1")):
+            bad = logits.clone()
+            bad[3, 2] = value
+            with pytest.raises(ValueError, match=name):
+                sample_dependent_focal_loss(bad, target)
+        low = logits.clone()
+        low[:, 0] = -math.inf  # p = 0 for one class: finite wherever the target is another
+        kept = target != 0
+        loss = focal_loss(low.requires_grad_(), torch.where(kept, target, -100))
+        loss.backward()
+        assert loss.isfinite() and low.grad.isfinite().all() and (low.grad[:, 0] == 0).all()
+
+
+def test_strided_logits_and_inference_mode():
+    logits, target, weight = make_inputs((6, 9))
+    transposed = logits.T.contiguous().T  # same values, column-major strides
+    expected = sample_dependent_focal_loss(logits, target, weight=weight)
+    torch.testing.assert_close(
+        sample_dependent_focal_loss(transposed, target, weight=weight), expected
+    )
+    with torch.inference_mode():
+        torch.testing.assert_close(
+            sample_dependent_focal_loss(logits, target, weight=weight), expected
+        )

@@ -19,6 +19,7 @@ from focalcal.losses import (
 )
 from tests.losses.test_focal import make_inputs
 
+pytestmark = pytest.mark.usefixtures("focal_path")  # conftest.py: both paths
 NAMES = [n for n in loss_names() if "<" not in n] + ["fl-0", "fl-0.5", "fl-3", "ls-0.05"]
 NAMES += ["dual-focal-0.5", "dual-focal-5"]
 FUNCTIONS = [

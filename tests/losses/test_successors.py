@@ -72,7 +72,8 @@ def test_dual_focal_with_gamma_zero_is_cross_entropy(reduction):
 def test_dual_focal_lies_between_focal_and_cross_entropy(gamma):
     logits, target, _ = make_inputs((200, 6), seed=4, ignore_fraction=0.0)
     dual = dual_focal_loss(logits, target, gamma, reduction="none")
-    assert (focal_loss(logits, target, gamma, reduction="none") <= dual).all()
+    # equal where p_j = 0, up to rounding: the focal loss may take NumPy's path, dual's torch's
+    assert (focal_loss(logits, target, gamma, reduction="none") <= dual * (1 + 1e-12)).all()
     assert (dual <= focal_loss(logits, target, 0.0, reduction="none") * (1 + 1e-12)).all()
 
 

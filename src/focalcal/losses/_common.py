@@ -91,7 +91,7 @@ def nll(log_probs: Tensor, target: Tensor, ignore_index: int) -> Tensor:
     try:
         return F.nll_loss(log_probs, target, ignore_index=ignore_index, reduction="none")
     except IndexError as error:  # torch's range check on the CPU
-        raise ValueError(_bad_target_message(target, log_probs.shape[1], ignore_index)) from error
+        raise ValueError(bad_target_message(target, log_probs.shape[1], ignore_index)) from error
 
 
 def cross_entropy_values(
@@ -109,7 +109,7 @@ def cross_entropy_values(
             label_smoothing=smoothing,
         )  # fmt: skip
     except IndexError as error:
-        raise ValueError(_bad_target_message(target, logits.shape[1], ignore_index)) from error
+        raise ValueError(bad_target_message(target, logits.shape[1], ignore_index)) from error
 
 
 def check_target(target: Tensor, num_classes: int, ignore_index: int) -> None:
@@ -122,10 +122,10 @@ def check_target(target: Tensor, num_classes: int, ignore_index: int) -> None:
         if int(low) < 0 or int(high) >= num_classes:
             bad = (target < 0) | (target >= num_classes)
             if (bad & (target != ignore_index)).any():
-                raise ValueError(_bad_target_message(target, num_classes, ignore_index))
+                raise ValueError(bad_target_message(target, num_classes, ignore_index))
 
 
-def _bad_target_message(target: Tensor, num_classes: int, ignore_index: int) -> str:
+def bad_target_message(target: Tensor, num_classes: int, ignore_index: int) -> str:
     values = target[((target < 0) | (target >= num_classes)) & (target != ignore_index)]
     return (
         f"target holds {values.numel()} class index(es) outside [0, {num_classes}) "

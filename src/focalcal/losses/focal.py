@@ -13,23 +13,13 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
-import torch
 from scipy.special import lambertw
 from torch import Tensor
 
-from focalcal.losses._common import (
-    Reduction,
-    check_gamma,
-    check_inputs,
-    cross_entropy_values,
-    is_nan,
-    kept_weight,
-    nan_error,
-    target_weights,
-)
+from focalcal.losses._common import Reduction, check_gamma
+from focalcal.losses._focal_paths import focal_values
 from focalcal.losses.hooks import EpochStart
 from focalcal.losses.modules import WeightedLoss
 
@@ -37,178 +27,6 @@ FLSD_53: tuple[tuple[float, ...], tuple[float, ...]] = ((0.2,), (5.0, 3.0))
 FLSD_532: tuple[tuple[float, ...], tuple[float, ...]] = ((0.2, 0.5), (5.0, 3.0, 2.0))
 FLSC_531_MILESTONES: tuple[float, ...] = (100 / 350, 250 / 350)
 FLSC_531_GAMMAS: tuple[float, ...] = (5.0, 3.0, 1.0)
-
-
-@functools.lru_cache(maxsize=64)
-def _largest_below(bound: float, dtype: torch.dtype) -> float:
-    """The largest ``dtype`` value strictly below ``bound``: ``x < bound`` is ``x <= it`` for
-    every ``x`` of that dtype, evaluated without rounding ``bound`` to the dtype (float32's
-    nearest to log 0.2 lies below log 0.2, and ``x < float32(log 0.2)`` missed it).
-
-    Example:
-        >>> import math
-        >>> _largest_below(math.log(0.2), torch.float32) < math.log(0.2)
-        True
-    """
-    nearest = torch.tensor(bound, dtype=dtype)
-    if float(nearest) >= bound:
-        nearest = torch.nextafter(nearest, torch.tensor(-math.inf, dtype=dtype))
-    return float(nearest)
-
-
-@functools.lru_cache(maxsize=64)
-def _schedule_constants(
-    thresholds: tuple[float, ...], gammas: tuple[float, ...], dtype: torch.dtype, device: Any
-) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
-    """0-d tensors: for each threshold ``t`` the largest ``dtype`` value below ``log t`` (see
-    :func:`_largest_below`), and the gammas. Made once: a tensor made from a Python number at
-    every call costs as much as the op that uses it. Filled on the device (``torch.full``, no
-    copy from the host: no synchronisation with an accelerator)."""
-
-    def constant(value: float) -> Tensor:
-        return torch.full((), value, dtype=dtype, device=device)
-
-    with torch.inference_mode(False):
-        bounds = tuple(constant(_largest_below(math.log(t), dtype)) for t in thresholds)
-        return bounds, tuple(constant(g) for g in gammas)
-
-
-@functools.cache
-def _tiny(dtype: torch.dtype) -> float:
-    return torch.finfo(dtype).tiny
-
-
-def _focal_parts(
-    nll: Tensor, thresholds: tuple[float, ...], gammas: tuple[float, ...], derivative: bool
-) -> tuple[Tensor, Tensor | None]:
-    """``w = (1 - p_t)^γ`` from ``nll = -log p_t``, and with ``derivative`` the derivative of
-    the focal value ``w · nll`` in ``nll``: ``w + γ · nll · ((1 - p_t)^(γ-1) - w)``, as
-    ``(1 - p_t)^(γ-1) - (1 - p_t)^γ = (1 - p_t)^(γ-1) p_t``.
-
-    With thresholds, γ is chosen per element from ``p_t``: ``gammas[k]`` for
-    ``thresholds[k-1] <= p_t < thresholds[k]``, evaluated as ``log p_t < log threshold``
-    exactly (the threshold's log is not rounded to the dtype of ``nll``); without, γ is
-    ``gammas[0]``.
-
-    ``1 - p_t`` is computed as ``-expm1(-nll)``, exact near ``p_t = 1``. Where the derivative
-    ``γ (1 - p_t)^(γ-1)`` could diverge at ``p_t = 1`` (γ < 1) or is computed as
-    ``w / (1 - p_t)`` (a per-element γ), ``1 - p_t`` is bounded below by the smallest normal
-    float of the dtype
-    (``torch.finfo(dtype).tiny``), which changes the loss by at most ``tiny^γ · nll`` and its
-    derivative by at most ``γ · tiny^γ``, far below the dtype's resolution.
-    """
-    log_pt = -nll
-    one_minus_pt = -torch.expm1(log_pt)
-    tiny = _tiny(nll.dtype)
-    if not thresholds:
-        gamma = gammas[0]
-        if gamma < 1.0:
-            one_minus_pt = one_minus_pt.clamp_min(tiny)
-        w = one_minus_pt.pow(gamma)
-        if not derivative:
-            return w, None
-        return w, torch.addcmul(w, nll, one_minus_pt.pow(gamma - 1.0) - w, value=gamma)
-    bounds, values = _schedule_constants(thresholds, gammas, nll.dtype, nll.device)
-    gamma_t = values[-1]
-    for bound, g in zip(reversed(bounds), reversed(values[:-1]), strict=True):
-        gamma_t = torch.where(log_pt <= bound, g, gamma_t)  # the lowest bin is written last
-    one_minus_pt = one_minus_pt.clamp_min(tiny)
-    w = one_minus_pt.pow(gamma_t)
-    if not derivative:
-        return w, None
-    # w + γ nll ((1 - p_t)^(γ-1) - w) in one op: lerp(a, b, t) = a + t (b - a)
-    return w, torch.lerp(w, w / one_minus_pt, gamma_t * nll)
-
-
-class _NaNLoss(Exception):
-    """Raised inside :class:`_FocalLoss`, which does not see the logits; the caller turns it
-    into the ``ValueError`` that counts the non-finite logits."""
-
-
-# target, weight, ignore_index, reduction, thresholds, gammas
-_Options = tuple[Tensor, Tensor | None, int, str, tuple[float, ...], tuple[float, ...]]
-
-
-class _FocalLoss(torch.autograd.Function):
-    """The focal loss of ``nll = -log p_t`` (``(N, d1, ...)``, 0 at ignored targets), weighted
-    and reduced like ``CrossEntropyLoss``, with its derivative written out.
-
-    At a small batch every tensor op and every autograd node costs a few µs whatever its size:
-    autograd would record a dozen elementwise nodes and the reduction's, each with its backward
-    ops. Here the forward is a handful of ops that also compute the derivative, the backward one
-    multiplication; ``F.cross_entropy`` differentiates ``nll`` (so the target range is checked
-    by torch, and the logits' gradient is torch's). Under ``create_graph=True`` the derivative
-    is recomputed from ``nll`` with autograd recording, so second derivatives stay exact. The
-    class weight is a constant, as in ``F.cross_entropy`` (which refuses one that needs a
-    gradient).
-    """
-
-    @staticmethod
-    def forward(ctx: Any, nll: Tensor, options: _Options) -> Tensor:
-        # One argument for the rest: apply() inspects each of its arguments.
-        target, weight, ignore_index, reduction, thresholds, gammas = options
-        derivative = ctx.needs_input_grad[0]
-        w, slope = _focal_parts(nll, thresholds, gammas, derivative)
-        scale = denominator = None  # d loss / d values = scale / denominator
-        if weight is not None:
-            scale = target_weights(target, weight, ignore_index)
-            w = w * scale
-        if reduction == "none":
-            loss = w * nll
-            total = loss.sum()
-        else:
-            flat = nll.dim() == 1
-            total = loss = torch.dot(w, nll) if flat else torch.dot(w.flatten(), nll.flatten())
-            if reduction == "mean":
-                denominator = kept_weight(target, ignore_index, scale)
-                loss = total / denominator
-        if is_nan(total):
-            raise _NaNLoss
-        if slope is not None:
-            if scale is not None:
-                slope = slope * scale
-            if denominator is not None:
-                slope = slope.div_(denominator)
-            ctx.save_for_backward(nll, slope, scale, denominator)
-            ctx.schedule = thresholds, gammas
-        return loss
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        nll, slope, scale, denominator = ctx.saved_tensors
-        if torch.is_grad_enabled():  # create_graph: a derivative autograd can differentiate
-            thresholds, gammas = ctx.schedule
-            slope = _focal_parts(nll, thresholds, gammas, derivative=True)[1]
-            if scale is not None:
-                slope = slope * scale
-            if denominator is not None:
-                slope = slope / denominator
-        return grad * slope, None
-
-
-def _focal_loss(
-    logits: Tensor,
-    target: Tensor,
-    thresholds: tuple[float, ...],
-    gammas: tuple[float, ...],
-    weight: Tensor | None,
-    ignore_index: int,
-    reduction: str,
-) -> Tensor:
-    """The focal loss with γ by ``(thresholds, gammas)``, as :func:`_focal_parts` takes them."""
-    logits, target, weight = check_inputs(logits, target, weight, reduction)
-    if weight is not None and weight.requires_grad and torch.is_grad_enabled():
-        raise ValueError(
-            "weight requires grad, but the focal losses treat the class weight as a constant, "
-            "as torch.nn.functional.cross_entropy does: pass weight.detach()"
-        )
-    nll = cross_entropy_values(logits, target, None, ignore_index, 0.0)
-    options = (target, weight, ignore_index, reduction, thresholds, gammas)
-    try:
-        loss: Tensor = _FocalLoss.apply(nll, options)  # type: ignore[no-untyped-call]
-        return loss
-    except _NaNLoss:
-        raise nan_error(logits, target, ignore_index) from None
 
 
 def focal_loss(
@@ -237,7 +55,7 @@ def focal_loss(
         tensor(0.0006)
     """
     check_gamma(gamma)
-    return _focal_loss(logits, target, (), (gamma,), weight, ignore_index, reduction)
+    return focal_values(logits, target, (), (gamma,), weight, ignore_index, reduction)
 
 
 def _check_schedule(thresholds: Sequence[float], gammas: Sequence[float]) -> None:
@@ -283,7 +101,7 @@ def sample_dependent_focal_loss(
     """
     thresholds, gammas = tuple(thresholds), tuple(gammas)
     _check_schedule(thresholds, gammas)
-    return _focal_loss(logits, target, thresholds, gammas, weight, ignore_index, reduction)
+    return focal_values(logits, target, thresholds, gammas, weight, ignore_index, reduction)
 
 
 def gamma_for_threshold(p0: float) -> float:
