@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from _timing import Goals, machine, paired_times
 from _timing import ratio as paired_ratio
 
-from focalcal.losses import build_loss
+from focalcal.losses import _focal_paths, build_loss
 
 SIZES = {"128x10": (128, 10), "128x100": (128, 100), "1024x1000": (1024, 1000)}
 SIZES["8x21x64x64"] = (8, 21, 64, 64)  # segmentation-shaped
@@ -69,9 +69,24 @@ def paper_style_flsd53(logits: torch.Tensor, target: torch.Tensor) -> torch.Tens
 BASELINE = "torch cross_entropy"
 
 
+def on_torch_path(loss):
+    """``loss`` with every input on the focal losses' torch path (small 2-D CPU logits take
+    NumPy's otherwise: src/focalcal/losses/_focal_paths.py)."""
+
+    def call(logits, target):
+        small, _focal_paths.SMALL = _focal_paths.SMALL, 0
+        try:
+            return loss(logits, target)
+        finally:
+            _focal_paths.SMALL = small
+
+    return call
+
+
 def candidates() -> dict[str, object]:
     losses: dict[str, object] = {BASELINE: F.cross_entropy}
     losses.update({f"focalcal {name}": build_loss(name) for name in NAMES})
+    losses["focalcal flsd-53, torch path"] = on_torch_path(build_loss("flsd-53"))
     losses["paper-style loop FLSD-53"] = paper_style_flsd53
     return losses
 
@@ -131,6 +146,9 @@ def main() -> int:
                  for size in sizes]  # fmt: skip
         print(f"| {name} | " + " | ".join(cells) + " |")
 
+    paths = (ratio(size, "focalcal flsd-53", "focalcal flsd-53, torch path") for size in sizes)
+    print("\nFLSD-53 as dispatched / on the torch path: " + ", ".join(
+        f"{r:.2f} ({size})" for size, r in zip(sizes, paths, strict=True)))  # fmt: skip
     goals = Goals()
     print("\nGoals (median of per-round ratios):")
     for size in sizes:

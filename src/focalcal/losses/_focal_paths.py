@@ -38,9 +38,10 @@ from focalcal.losses._common import (
     target_weights,
 )
 
-SMALL = 2**14
-"""Logits: up to this many, 2-D CPU logits take the NumPy path (at 128 × 10 it is 1.4× faster
-than the torch path; at 512 × 100 already slower, single-threaded)."""
+SMALL = 2**13
+"""Logits: up to this many, 2-D CPU logits take the NumPy path. ``benchmarks/bench_losses.py``
+times FLSD-53 on both: on a 2-core AMD EPYC the NumPy path is faster at 128 × 10 and as fast
+at 128 × 100; NumPy is single-threaded, torch's larger ops are not."""
 
 Array = Any  # a Tensor or a NumPy array: _focal_parts takes either
 
