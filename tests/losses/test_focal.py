@@ -227,8 +227,8 @@ def test_half_precision_logits_are_computed_in_float32():
         torch.testing.assert_close(got, focal_loss(low.float(), target, 2.0))
 
 
-# The focal losses compute their derivative by hand (focal._FocalLoss): against autograd on the
-# plain formula, in float64, for every schedule, reduction, weighting and shape.
+# The focal losses compute their derivative by hand (_focal_paths: both paths): against autograd
+# on the plain formula, in float64, for every schedule, reduction, weighting and shape.
 
 
 def plain_focal(logits, target, thresholds, gammas, weight=None, ignore_index=-100,
