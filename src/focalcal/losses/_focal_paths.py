@@ -251,10 +251,7 @@ def _kept_labels(
     all); a target outside ``[0, num_classes)`` that is not ``ignore_index`` is an error."""
     labels = target.numpy()
     if labels.min() >= 0 and labels.max() < num_classes:
-        if not 0 <= ignore_index < num_classes:
-            return labels, None
-        kept = labels != ignore_index
-        return labels, kept
+        return labels, (labels != ignore_index if 0 <= ignore_index < num_classes else None)
     kept = labels != ignore_index
     if ((labels < 0) | (labels >= num_classes))[kept].any():
         raise ValueError(bad_target_message(target, num_classes, ignore_index))
